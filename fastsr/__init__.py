@@ -1,0 +1,43 @@
+"""fastsr: EDSR / MDSR super-resolution as a fast inference engine.
+
+Public API (imported lazily, so ``import fastsr`` and ``fastsr --version`` stay cheap):
+
+* ``fastsr.load(path_or_state_dict, *, arch=None, **overrides)`` -- a reference network from an official
+  EDSR-PyTorch, BasicSR or fastsr checkpoint (``.pt`` / ``.pth`` / ``.safetensors``).
+* ``fastsr.save(model, path)`` -- a fastsr checkpoint that carries its config.
+* ``fastsr.models`` -- the reference networks, configs and presets (``fastsr.models.create("mdsr")``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from . import models
+    from .checkpoint import CheckpointError, load, save
+
+_LAZY = {
+    "load": ("fastsr.checkpoint", "load"),
+    "save": ("fastsr.checkpoint", "save"),
+    "CheckpointError": ("fastsr.checkpoint", "CheckpointError"),
+    "models": ("fastsr.models", None),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'fastsr' has no attribute {name!r}")
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,311 @@
+"""Training with the paper's recipe (Lim et al. 2017, section 4.2).
+
+Random ``patch_size`` x ``patch_size`` LR patches with their HR patches, the LR images made once per scale by
+the MATLAB-compatible bicubic resize (:mod:`fastsr.resize`) of ``modcrop(HR, s)``; random flips and
+90-degree rotations; L1 loss; Adam (0.9, 0.999, eps 1e-8); learning rate 1e-4 halved every
+``lr_halve_every`` steps; batch 16. MDSR draws one scale per batch, so only that scale's pre-processing and
+upsampler (plus the shared body) get gradients and updates. EDSR x3 / x4 can start from a trained x2
+(``init_from``): every weight whose key and shape match is copied.
+
+A run lives in one folder: ``checkpoint.pt`` (model, optimizer, step, options; rewritten atomically every
+``save_every`` steps and at the end), ``model.safetensors`` (the weights as a fastsr checkpoint) and
+``log.jsonl`` (loss and validation PSNR). ``resume=True`` continues from ``checkpoint.pt``; the patch
+sampler is reseeded from (seed, step), so a resumed run draws the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .checkpoint import TRAIN_FORMAT_TAG as TRAIN_FORMAT
+from .checkpoint import load as load_checkpoint
+from .checkpoint import read_state_dict, save
+from .metrics import psnr
+from .models import MDSR, build, config_from_dict, config_from_name
+from .resize import imresize, modcrop
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+@dataclass(kw_only=True)
+class TrainOptions:
+    model: str = "mdsr-baseline"  # a preset name
+    data: tuple[str, ...] = ()  # folders of HR training images (searched recursively)
+    out: str = "runs/train"
+    steps: int = 1000  # total steps (a resumed run continues up to this)
+    batch_size: int = 16
+    patch_size: int = 48  # LR patch side
+    lr: float = 1e-4
+    lr_halve_every: int = 200_000
+    seed: int = 0
+    save_every: int = 100
+    val_dir: str | None = None  # a benchmark set folder with HR/ (and LR_bicubic/), e.g. Set5
+    val_every: int = 500
+    device: str = "cpu"
+    amp: str | None = None  # None, "bf16" or "fp16" (CUDA autocast)
+    init_from: str | None = None  # checkpoint whose non-upsampler weights start the run
+    resume: bool = False
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, (str, os.PathLike)):
+            self.data = (str(self.data),)
+        self.data = tuple(str(d) for d in self.data)
+        if not self.data:
+            raise ValueError("data: give at least one folder of training images")
+        for name in ("steps", "batch_size", "patch_size", "lr_halve_every", "save_every", "val_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if self.amp not in (None, "bf16", "fp16"):
+            raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {self.amp!r}")
+        config_from_name(self.model, **self.model_overrides)  # validates the preset and overrides
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def find_images(folders: Sequence[str | os.PathLike]) -> list[Path]:
+    paths: list[Path] = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"training data folder not found: {folder}")
+        paths += sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {', '.join(map(str, folders))}")
+    return paths
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+class PatchSampler:
+    """Random aligned (LR, HR) patch batches with the 8 flips / 90-degree rotations, in memory.
+
+    The LR images are made once per scale with the MATLAB bicubic resize of ``modcrop(HR, s)``; images too
+    small for a ``patch_size`` LR patch at a scale are not used at that scale.
+    """
+
+    def __init__(self, hr_images: Sequence[np.ndarray], scales: Sequence[int], patch_size: int) -> None:
+        self.patch_size = patch_size
+        self.scales = tuple(scales)
+        self.pairs: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for s in self.scales:
+            pairs = []
+            for hr in hr_images:
+                hr = modcrop(hr, s)
+                if min(hr.shape[:2]) // s >= patch_size:
+                    pairs.append((imresize(hr, 1 / s), hr))
+            if not pairs:
+                raise ValueError(f"no training image is large enough for a {patch_size}px LR patch at x{s}")
+            self.pairs[s] = pairs
+
+    def batch(self, rng: np.random.Generator, batch_size: int, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+        p, s = self.patch_size, scale
+        lrs, hrs = [], []
+        pairs = self.pairs[s]
+        for _ in range(batch_size):
+            lr, hr = pairs[rng.integers(len(pairs))]
+            y = int(rng.integers(lr.shape[0] - p + 1))
+            x = int(rng.integers(lr.shape[1] - p + 1))
+            lr_p = lr[y : y + p, x : x + p]
+            hr_p = hr[s * y : s * (y + p), s * x : s * (x + p)]
+            hflip, vflip, transpose = rng.integers(2, size=3)
+            if hflip:
+                lr_p, hr_p = lr_p[:, ::-1], hr_p[:, ::-1]
+            if vflip:
+                lr_p, hr_p = lr_p[::-1], hr_p[::-1]
+            if transpose:
+                lr_p, hr_p = lr_p.transpose(1, 0, 2), hr_p.transpose(1, 0, 2)
+            lrs.append(lr_p)
+            hrs.append(hr_p)
+
+        def to_tensor(patches: list[np.ndarray]) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(np.stack(patches))).permute(0, 3, 1, 2).float()
+
+        return to_tensor(lrs), to_tensor(hrs)
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+
+def benchmark_pairs(set_dir: str | os.PathLike, scale: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, LR uint8 RGB, HR uint8 RGB cropped to scale * LR) for a benchmark folder (HR/, LR_bicubic/)."""
+    set_dir = Path(set_dir)
+    hr_dir = set_dir / "HR"
+    if not hr_dir.is_dir():
+        raise FileNotFoundError(f"no HR folder in {set_dir}")
+    for hr_path in sorted(hr_dir.glob("*.png")):
+        hr = read_rgb(hr_path)
+        lr_path = set_dir / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}.png"
+        lr = read_rgb(lr_path) if lr_path.is_file() else imresize(modcrop(hr, scale), 1 / scale)
+        yield hr_path.stem, lr, hr[: lr.shape[0] * scale, : lr.shape[1] * scale]
+
+
+@torch.no_grad()
+def super_resolve(model: torch.nn.Module, lr: np.ndarray, scale: int, device: str | torch.device = "cpu") -> np.ndarray:
+    """Run a reference model on one uint8 RGB image and quantize (clamp, round half to even) to uint8."""
+    rgb_range = model.config.rgb_range
+    x = torch.from_numpy(np.array(lr, copy=True)).permute(2, 0, 1)[None].float().to(device) * (rgb_range / 255)
+    y = model(x, scale) if isinstance(model, MDSR) else model(x)
+    y = (y * (255 / rgb_range)).clamp(0, 255).round()
+    return y[0].permute(1, 2, 0).to(torch.uint8).cpu().numpy()
+
+
+def validate(model: torch.nn.Module, set_dir: str | os.PathLike, scales: Sequence[int], device: str = "cpu") -> dict[int, float]:
+    """Mean Y-PSNR (shave = scale) per scale on a benchmark set."""
+    was_training = model.training
+    model.eval()
+    try:
+        return {
+            s: float(np.mean([psnr(super_resolve(model, lr, s, device), hr, shave=s) for _, lr, hr in benchmark_pairs(set_dir, s)]))
+            for s in scales
+        }
+    finally:
+        model.train(was_training)
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _init_from(model: torch.nn.Module, path: str) -> None:
+    """Copy every weight of ``path`` whose key and shape match (x2 -> x3 / x4: all but the new upsampler)."""
+    state, _ = read_state_dict(path)
+    own = model.state_dict()
+    copied = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not copied:
+        raise ValueError(f"init_from {path}: no weight matches the model")
+    own.update(copied)
+    model.load_state_dict(own)
+    skipped = sorted(set(own) - set(copied))
+    log.info("initialised %d of %d tensors from %s; new: %s", len(copied), len(own), path, skipped or "none")
+
+
+def train(options: TrainOptions) -> dict[str, Any]:
+    """Run (or resume) training; returns a summary (steps, last loss, validation PSNR, paths)."""
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    device = torch.device(options.device)
+    config = config_from_name(options.model, **options.model_overrides)
+    torch.manual_seed(options.seed)  # the initial weights
+    # channels_last: oneDNN (CPU) and cuDNN (tensor cores) both run NHWC convs faster (~1.2x on this CPU).
+    model = build(config).to(device, memory_format=torch.channels_last)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # the MeanShift convs are frozen
+    optimizer = torch.optim.Adam(trainable, lr=options.lr, betas=(0.9, 0.999), eps=1e-8)
+    step = 0
+    ckpt_path = out / "checkpoint.pt"
+    if options.resume and ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if ckpt.get("format") != TRAIN_FORMAT or config_from_dict(ckpt["config"]) != config:
+            raise ValueError(f"{ckpt_path} is not a checkpoint of this run's model ({config})")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step = int(ckpt["step"])
+        log.info("resumed %s at step %d", ckpt_path, step)
+    elif options.init_from:
+        _init_from(model, options.init_from)
+
+    hr_images = [read_rgb(p) for p in find_images(options.data)]
+    sampler = PatchSampler(hr_images, config.scales, options.patch_size)
+    log.info("training %s on %d images, scales %s", options.model, len(hr_images), config.scales)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(options.amp or "")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
+    log_file = open(out / "log.jsonl", "a", encoding="utf-8")
+
+    def save_state() -> None:
+        _atomic_torch_save({"format": TRAIN_FORMAT, "config": config.to_dict(), "model": model.state_dict(),
+                            "optimizer": optimizer.state_dict(), "step": step,
+                            "options": json.dumps(dataclasses.asdict(options))}, ckpt_path)
+        save(model, out / "model.safetensors")
+
+    model.train()
+    last_loss = float("nan")
+    val: dict[int, float] = {}
+    bar = tqdm(total=options.steps, initial=step, unit="step", dynamic_ncols=True,
+               mininterval=1.0 if sys.stderr.isatty() else 60.0, disable=None)
+    t0 = time.perf_counter()
+    try:
+        while step < options.steps:
+            rng = np.random.default_rng([options.seed, step])
+            scale = int(rng.choice(config.scales))
+            lr_batch, hr_batch = sampler.batch(rng, options.batch_size, scale)
+            lr_batch = lr_batch.to(device, memory_format=torch.channels_last)
+            hr_batch = hr_batch.to(device, memory_format=torch.channels_last)
+            if config.rgb_range != 255:
+                lr_batch, hr_batch = lr_batch * (config.rgb_range / 255), hr_batch * (config.rgb_range / 255)
+            for group in optimizer.param_groups:
+                group["lr"] = options.lr * 0.5 ** (step // options.lr_halve_every)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                sr = model(lr_batch, scale) if isinstance(model, MDSR) else model(lr_batch)
+                loss = F.l1_loss(sr.float(), hr_batch)
+            optimizer.zero_grad(set_to_none=True)  # untouched branches keep grad None: Adam skips them
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            last_loss = float(loss.detach())
+            if not math.isfinite(last_loss):
+                raise FloatingPointError(f"loss became {last_loss} at step {step}; not saving")
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.3f}", scale=scale, refresh=False)
+            record: dict[str, Any] = {"step": step, "loss": last_loss, "scale": scale,
+                                      "lr": optimizer.param_groups[0]["lr"], "time": time.time()}
+            if options.val_dir and (step % options.val_every == 0 or step == options.steps):
+                val = validate(model, options.val_dir, config.scales, options.device)
+                record["val_psnr"] = {str(k): v for k, v in val.items()}
+                bar.write(f"step {step}: validation PSNR " + ", ".join(f"x{k} {v:.2f} dB" for k, v in val.items()))
+            log_file.write(json.dumps(record) + "\n")
+            if step % options.save_every == 0 or step == options.steps:
+                log_file.flush()
+                save_state()
+    finally:
+        bar.close()
+        log_file.close()
+    elapsed = time.perf_counter() - t0
+    return {"step": step, "loss": last_loss, "val_psnr": val, "seconds": elapsed,
+            "checkpoint": str(ckpt_path), "weights": str(out / "model.safetensors")}
+
+
+def load_trained(path: str | os.PathLike) -> torch.nn.Module:
+    """The model of a training checkpoint or run folder (for eval / export)."""
+    path = Path(path)
+    return load_checkpoint(path / "checkpoint.pt" if path.is_dir() else path)

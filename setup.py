@@ -1,0 +1,34 @@
+"""fastsr: EDSR / MDSR super-resolution as a fast inference engine (PyTorch reference + Triton kernels)."""
+
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "fastsr" / "_version.py").read_text()).group(1)
+
+setup(
+    name="fastsr",
+    version=VERSION,
+    description="EDSR / MDSR super-resolution as a fast inference engine",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    # The Triton kernels live in kernels/ and install as fastsr.kernels (a top-level `kernels` package would
+    # clash with PyPI's `kernels`).
+    packages=["fastsr", "fastsr.models", "fastsr.kernels"],
+    package_dir={"fastsr": "fastsr", "fastsr.kernels": "kernels"},
+    package_data={"fastsr": ["assets/*.png", "weights/*.safetensors", "weights/*.sha256"]},
+    install_requires=[
+        # Any torch from 2.11 (the GPU machine) on; install the CPU build first where there is no GPU.
+        "torch>=2.11",
+        "numpy>=1.24",
+        "pillow>=10",
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+        "triton>=3.6; platform_system == 'Linux' and platform_machine == 'x86_64'",
+    ],
+    extras_require={"test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6"]},
+    entry_points={"console_scripts": ["fastsr = fastsr.cli:main"]},
+)

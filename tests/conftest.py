@@ -1,0 +1,30 @@
+"""Shared fixtures: the optional benchmark data folder and small random inputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# The data lives beside the checkout (../shared/data); FASTSR_DATA points elsewhere.
+DATA_DIR = Path(os.environ.get("FASTSR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "Set5" / "HR").is_dir():
+        pytest.skip(f"benchmark data not found at {DATA_DIR} (set FASTSR_DATA)")
+    return DATA_DIR
+
+
+@pytest.fixture
+def make_image():
+    """A factory of seeded random NCHW float images in [0, rgb_range]."""
+    gen = torch.Generator().manual_seed(1234)
+
+    def make(n: int, h: int, w: int, rgb_range: float = 255.0, channels: int = 3) -> torch.Tensor:
+        return torch.rand(n, channels, h, w, generator=gen) * rgb_range
+
+    return make

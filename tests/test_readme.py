@@ -1,0 +1,24 @@
+"""The README's two set-up commands stay the ones CI and the CLI actually use."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bash_blocks(text: str) -> list[str]:
+    return [b.strip() for b in re.findall(r"```bash\n(.*?)```", text, flags=re.S)]
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci_lines = [l for l in (ROOT / ".ci" / "run").read_text().splitlines() if l and not l.startswith(("#", "set ", "cd "))]
+    assert len(ci_lines) == 1
+    assert ci_lines[0] in bash_blocks(readme)
+
+
+def test_readme_main_command_installs_and_upscales_the_example():
+    first = bash_blocks((ROOT / "README.md").read_text())[0]
+    assert first == "pip install torch==2.13.0 && pip install . && fastsr upscale --example -s 4"
