@@ -118,6 +118,38 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import evaluate, format_table, to_json
+
+    sets = [s for s in args.sets.split(",") if s]
+    model = None if args.bicubic_only else _load_model(args.model)
+    try:
+        results = evaluate(args.data, sets, args.scale, model=model, ensemble=args.ensemble, show_progress=True)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from e
+    label = "fastsr" + ("+" if args.ensemble else "")
+    if args.model:
+        label = Path(args.model).stem + ("+" if args.ensemble else "")
+    print(format_table(results, {"model": label}))
+    if args.json:
+        payload = {"model": args.model or ("bundled default" if model is not None else None),
+                   "ensemble": args.ensemble, "protocol": "Y channel, shave = scale", "results": to_json(results)}
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import logging
 
@@ -154,6 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="checkpoint (.pt/.pth/.safetensors); default: the bundled weights")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_upscale)
+
+    p = sub.add_parser("eval", help="PSNR / SSIM on benchmark sets (paper protocol), with a bicubic row")
+    p.add_argument("--data", required=True, help="folder holding the sets (each with HR/ and LR_bicubic/)")
+    p.add_argument("--sets", default="Set5,Set14,B100", help="comma-separated set names")
+    p.add_argument("--scale", type=_int_list, default=[2, 3, 4], help="comma-separated scales (default 2,3,4)")
+    p.add_argument("--model", help="checkpoint; default: the bundled weights")
+    p.add_argument("--ensemble", action="store_true", help="x8 self-ensemble (the paper's '+')")
+    p.add_argument("--bicubic-only", action="store_true", help="only the bicubic row")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("train", help="train a network with the paper's recipe")
     p.add_argument("--model", default="mdsr-baseline", help="preset name (default mdsr-baseline)")

@@ -23,7 +23,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from tqdm import tqdm
 from .checkpoint import TRAIN_FORMAT_TAG as TRAIN_FORMAT
 from .checkpoint import load as load_checkpoint
 from .checkpoint import read_state_dict, save
-from .metrics import psnr
+from .evaluate import score, super_resolve
 from .models import MDSR, build, config_from_dict, config_from_name
 from .resize import imresize, modcrop
 
@@ -155,38 +155,12 @@ class PatchSampler:
 # ---------------------------------------------------------------------------------------------- validation
 
 
-def benchmark_pairs(set_dir: str | os.PathLike, scale: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """(name, LR uint8 RGB, HR uint8 RGB cropped to scale * LR) for a benchmark folder (HR/, LR_bicubic/)."""
-    set_dir = Path(set_dir)
-    hr_dir = set_dir / "HR"
-    if not hr_dir.is_dir():
-        raise FileNotFoundError(f"no HR folder in {set_dir}")
-    for hr_path in sorted(hr_dir.glob("*.png")):
-        hr = read_rgb(hr_path)
-        lr_path = set_dir / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}.png"
-        lr = read_rgb(lr_path) if lr_path.is_file() else imresize(modcrop(hr, scale), 1 / scale)
-        yield hr_path.stem, lr, hr[: lr.shape[0] * scale, : lr.shape[1] * scale]
-
-
-@torch.no_grad()
-def super_resolve(model: torch.nn.Module, lr: np.ndarray, scale: int, device: str | torch.device = "cpu") -> np.ndarray:
-    """Run a reference model on one uint8 RGB image and quantize (clamp, round half to even) to uint8."""
-    rgb_range = model.config.rgb_range
-    x = torch.from_numpy(np.array(lr, copy=True)).permute(2, 0, 1)[None].float().to(device) * (rgb_range / 255)
-    y = model(x, scale) if isinstance(model, MDSR) else model(x)
-    y = (y * (255 / rgb_range)).clamp(0, 255).round()
-    return y[0].permute(1, 2, 0).to(torch.uint8).cpu().numpy()
-
-
-def validate(model: torch.nn.Module, set_dir: str | os.PathLike, scales: Sequence[int], device: str = "cpu") -> dict[int, float]:
+def validate(model: torch.nn.Module, set_dir: str | os.PathLike, scales: Sequence[int]) -> dict[int, float]:
     """Mean Y-PSNR (shave = scale) per scale on a benchmark set."""
     was_training = model.training
     model.eval()
     try:
-        return {
-            s: float(np.mean([psnr(super_resolve(model, lr, s, device), hr, shave=s) for _, lr, hr in benchmark_pairs(set_dir, s)]))
-            for s in scales
-        }
+        return {s: score(set_dir, s, lambda lr, s: super_resolve(model, lr, s)).psnr for s in scales}
     finally:
         model.train(was_training)
 
@@ -290,7 +264,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
             record: dict[str, Any] = {"step": step, "loss": last_loss, "scale": scale,
                                       "lr": optimizer.param_groups[0]["lr"], "time": time.time()}
             if options.val_dir and (step % options.val_every == 0 or step == options.steps):
-                val = validate(model, options.val_dir, config.scales, options.device)
+                val = validate(model, options.val_dir, config.scales)
                 record["val_psnr"] = {str(k): v for k, v in val.items()}
                 bar.write(f"step {step}: validation PSNR " + ", ".join(f"x{k} {v:.2f} dB" for k, v in val.items()))
             log_file.write(json.dumps(record) + "\n")
