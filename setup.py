@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "fastsr" / "_version.py").read_text()).group(1)
@@ -17,7 +17,7 @@ setup(
     python_requires=">=3.10",
     # The Triton kernels live in kernels/ and install as fastsr.kernels (a top-level `kernels` package would
     # clash with PyPI's `kernels`).
-    packages=["fastsr", "fastsr.models", "fastsr.kernels"],
+    packages=find_packages(include=["fastsr", "fastsr.*"]) + ["fastsr.kernels"],
     package_dir={"fastsr": "fastsr", "fastsr.kernels": "kernels"},
     package_data={"fastsr": ["assets/*.png", "weights/*.safetensors", "weights/*.sha256"]},
     install_requires=[

@@ -5,6 +5,8 @@ Public API (imported lazily, so ``import fastsr`` and ``fastsr --version`` stay 
 * ``fastsr.load(path_or_state_dict, *, arch=None, **overrides)`` -- a reference network from an official
   EDSR-PyTorch, BasicSR or fastsr checkpoint (``.pt`` / ``.pth`` / ``.safetensors``).
 * ``fastsr.save(model, path)`` -- a fastsr checkpoint that carries its config.
+* ``fastsr.optimize(model, *, backend=None, precision=None)`` -- the inference engine for a reference network
+  (or an EDSR-PyTorch / BasicSR EDSR instance), with the same forward contract.
 * ``fastsr.models`` -- the reference networks, configs and presets (``fastsr.models.create("mdsr")``).
 """
 
@@ -18,12 +20,14 @@ from ._version import __version__
 if TYPE_CHECKING:
     from . import models
     from .checkpoint import CheckpointError, load, save
+    from .engine import optimize
 
 _LAZY = {
     "load": ("fastsr.checkpoint", "load"),
     "save": ("fastsr.checkpoint", "save"),
     "CheckpointError": ("fastsr.checkpoint", "CheckpointError"),
     "models": ("fastsr.models", None),
+    "optimize": ("fastsr.engine", "optimize"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -8,6 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+# The Triton kernels are tested on CPU under the interpreter, which must be chosen before `triton.jit` runs
+# (before fastsr.kernels is imported). With a GPU the real kernels are tested instead (tests marked gpu) and
+# the interpreter tests skip: one process cannot have both.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
+
 # The data lives beside the checkout (../shared/data); FASTSR_DATA points elsewhere.
 DATA_DIR = Path(os.environ.get("FASTSR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

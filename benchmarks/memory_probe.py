@@ -1,0 +1,42 @@
+"""Peak activation memory of one forward pass, measured in a fresh process (run as a script).
+
+``python benchmarks/memory_probe.py IMPL PRESET SIZE`` prints a JSON line with the process's resident-set
+growth from just before the forward pass to its peak (``ru_maxrss``): the memory the pass needed beyond
+the loaded model. IMPL is ``reference`` or ``engine`` (fastsr's torch backend).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+
+import torch
+
+import fastsr
+from fastsr.models import MDSR, create
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def main(impl: str, preset: str, size: int) -> dict:
+    torch.manual_seed(0)
+    model = create(preset).eval()
+    scale = model.config.scales[-1]
+    net = fastsr.optimize(model) if impl == "engine" else model
+    x = torch.rand(1, 3, size, size) * 255
+    with torch.inference_mode():
+        net(torch.rand(1, 3, 8, 8) * 255, *([scale] if isinstance(model, MDSR) else []))  # warm-up: lazy init
+    before = rss_bytes()
+    with torch.inference_mode():
+        y = net(x, scale) if isinstance(model, MDSR) else net(x)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return {"impl": impl, "preset": preset, "size": size, "peak_bytes": peak - before,
+            "output_bytes": y.numel() * y.element_size()}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], sys.argv[2], int(sys.argv[3]))))

@@ -1,0 +1,193 @@
+"""The inference engine: ``fastsr.optimize(model)`` turns a reference network into a faster, leaner module
+with the same forward contract.
+
+Backends:
+
+* ``torch`` -- the folded plan with torch ops (oneDNN fused post-ops on CPU); any device. The CPU default.
+* ``triton`` -- the plan with fastsr's fused Triton conv kernels (``fastsr.kernels``); CUDA only. The CUDA
+  default.
+* ``interpret`` -- the same Triton kernels under ``TRITON_INTERPRET=1`` on the CPU: slow, for tests.
+
+Accepted models: fastsr's ``EDSR`` / ``MDSR`` (and so anything :func:`fastsr.load` returns), and instances of
+EDSR-PyTorch's ``EDSR`` / ``MDSR`` or BasicSR's ``EDSR`` classes, read through their state dict and
+attributes; the optimized module keeps their forward contract (BasicSR: [0, 1] in and out; official MDSR:
+``set_scale`` state). The given module is never modified.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..models import EDSR, MDSR
+from .plan import Plan, lower
+
+__all__ = ["optimize", "OptimizedSR", "Plan", "lower", "BACKENDS", "PRECISIONS"]
+
+BACKENDS = ("torch", "triton", "interpret")
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _as_fastsr(model: nn.Module) -> tuple[EDSR | MDSR, str]:
+    """(a fastsr reference network with the same function, the kind of module it came from)."""
+    from ..checkpoint import load
+
+    if isinstance(model, (EDSR, MDSR)):
+        return model, "fastsr"
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if hasattr(model, "conv_first") and hasattr(model, "conv_last"):  # BasicSR EDSR
+        img_range = float(getattr(model, "img_range", 255.0))
+        mean = getattr(model, "mean", None)
+        overrides: dict[str, Any] = {"rgb_range": img_range}
+        if isinstance(mean, torch.Tensor) and mean.numel() == 3:
+            overrides["rgb_mean"] = tuple(float(v) for v in mean.flatten())
+        res_scale = getattr(getattr(model, "body", [None])[0], "res_scale", None)
+        if res_scale is not None:
+            overrides["res_scale"] = float(res_scale)
+        return load(state, arch="edsr", **overrides), "basicsr"
+    if hasattr(model, "sub_mean") and hasattr(model, "head") and hasattr(model, "body"):  # EDSR-PyTorch
+        overrides = {}
+        block = model.body[0] if len(model.body) else None
+        if block is not None and hasattr(block, "res_scale"):
+            overrides["res_scale"] = float(block.res_scale)
+        rgb_range = getattr(getattr(model, "sub_mean", None), "rgb_range", None)
+        if rgb_range is not None:
+            overrides["rgb_range"] = float(rgb_range)
+        return load(state, **overrides), "edsr-pytorch"
+    raise TypeError(
+        f"optimize() takes a fastsr EDSR / MDSR, or an EDSR-PyTorch EDSR / MDSR or BasicSR EDSR instance; "
+        f"got {type(model).__name__}"
+    )
+
+
+def _make_runner(plan: Plan, backend: str, device: torch.device, dtype: torch.dtype):
+    if backend == "torch":
+        from .torch_backend import TorchRunner
+
+        return TorchRunner(plan, device, dtype)
+    from .triton_backend import TritonRunner
+
+    return TritonRunner(plan, device, dtype)
+
+
+def _resolve(backend: str | None, precision: str | None, device: torch.device) -> tuple[str, torch.dtype]:
+    if backend is None:
+        backend = "triton" if device.type == "cuda" else "torch"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if precision is None:
+        precision = "fp16" if device.type == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+    if backend == "triton" and device.type != "cuda":
+        raise ValueError(f"the triton backend needs the model on a CUDA device; it is on {device} "
+                         "(use backend='torch', or 'interpret' for the kernels on CPU)")
+    if backend == "interpret":
+        if device.type != "cpu":
+            raise ValueError(f"the interpret backend runs on CPU; the model is on {device}")
+        if precision == "bf16":
+            raise ValueError("bf16 under the Triton interpreter is computed wrongly; use fp32 or fp16")
+    if backend == "torch" and device.type == "cpu" and precision != "fp32":
+        raise ValueError(f"the torch backend runs fp32 on CPU (got {precision}); half precision needs CUDA")
+    return backend, PRECISIONS[precision]
+
+
+class OptimizedSR(nn.Module):
+    """The optimized network. ``forward`` has the source module's signature and value range."""
+
+    def __init__(self, model: EDSR | MDSR, source: str, backend: str, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        self.config = model.config
+        self.source = source
+        self.backend = backend
+        self.dtype = dtype
+        self.device = device
+        self.plans = {s: lower(model, s) for s in model.config.scales}
+        self.runners = {s: _make_runner(p, backend, device, dtype) for s, p in self.plans.items()}
+        self.multi_scale = isinstance(model, MDSR)
+        self.scale_idx = 0  # EDSR-PyTorch's MDSR selects its branch with set_scale(idx)
+
+    def set_scale(self, scale_idx: int) -> None:
+        """EDSR-PyTorch's MDSR API: select the branch ``scale_idx`` for ``forward(x)``."""
+        if not 0 <= scale_idx < len(self.config.scales):
+            raise ValueError(f"scale_idx must be in [0, {len(self.config.scales)}), got {scale_idx}")
+        self.scale_idx = scale_idx
+
+    def _check(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4 or x.shape[1] != self.config.n_colors:
+            raise ValueError(f"expected an NCHW tensor with {self.config.n_colors} channels, got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"expected a floating-point tensor in [0, rgb_range], got dtype {x.dtype}")
+
+    def _scale(self, scale: int | None) -> int:
+        if scale is None:
+            return self.config.scales[0]
+        if isinstance(scale, bool) or not isinstance(scale, int):
+            raise TypeError(f"scale must be an int, got {type(scale).__name__} {scale!r}")
+        if scale not in self.runners:
+            raise ValueError(f"this model has no x{scale}; its scales are {self.config.scales}")
+        return scale
+
+    def run(self, x: torch.Tensor, scale: int | None = None) -> torch.Tensor:
+        """NCHW float in [0, rgb_range] -> NCHW float, in the input's dtype (the reference contract)."""
+        self._check(x)
+        return self.runners[self._scale(scale)](x).to(x.dtype)
+
+    def run_uint8(self, x: torch.Tensor, scale: int | None = None) -> torch.Tensor:
+        """Like :meth:`run` but the output is uint8 0..255: scaled by 255 / rgb_range, clamped and rounded
+        half to even once, in the final conv's epilogue (the ``fastsr.upscale`` path)."""
+        self._check(x)
+        scale = self._scale(scale)
+        return self.runners[scale](x, quantize=True)
+
+    def forward(self, x: torch.Tensor, scale: int | None = None) -> torch.Tensor:
+        if self.source == "basicsr":
+            r = self.config.rgb_range
+            return self.run(x * r) / r
+        if self.multi_scale and scale is None:
+            if self.source == "edsr-pytorch":
+                return self.run(x, self.config.scales[self.scale_idx])
+            raise TypeError("MDSR.forward needs the scale: model(x, scale)")
+        if not self.multi_scale and scale is not None and scale != self.config.scales[0]:
+            raise ValueError(f"this model upscales by x{self.config.scales[0]}, not x{scale}")
+        return self.run(x, scale)
+
+    def activation_bytes(self, n: int, height: int, width: int, scale: int | None = None) -> int:
+        """The plan's peak activation memory for an ``n x C x height x width`` input, in bytes."""
+        plan = self.plans[scale or self.config.scales[0]]
+        runner = self.runners[plan.scale]
+        rows = runner.band_rows(height, width)
+        return plan.activation_bytes(n, height, width, self.dtype.itemsize, rows)
+
+    def extra_repr(self) -> str:
+        return f"{self.config}, backend={self.backend}, dtype={self.dtype}, device={self.device}"
+
+
+def optimize(model: nn.Module, *, backend: str | None = None, precision: str | None = None) -> OptimizedSR:
+    """Build the inference engine for ``model`` once; the model itself is left untouched.
+
+    ``backend``: ``"torch"``, ``"triton"`` or ``"interpret"`` (default: triton on CUDA, torch elsewhere);
+    ``precision``: ``"fp32"``, ``"fp16"`` or ``"bf16"`` (default: fp16 on CUDA, fp32 on CPU). Unsupported
+    combinations raise ValueError.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"optimize() expects an nn.Module, got {type(model).__name__}")
+    device = _device_of(model)
+    backend, dtype = _resolve(backend, precision, device)
+    reference, source = _as_fastsr(model)
+    if reference.training and any(isinstance(m, nn.BatchNorm2d) for m in reference.modules()):
+        raise ValueError("the model has BatchNorm layers in training mode; call model.eval() before optimize()")
+    if backend == "interpret" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError("the interpret backend needs TRITON_INTERPRET=1 in the environment before Triton "
+                         "is imported (set it at process start)")
+    return OptimizedSR(reference, source, backend, dtype, device).eval()
