@@ -29,6 +29,9 @@ setup(
         "tqdm>=4.60",
         "triton>=3.6; platform_system == 'Linux' and platform_machine == 'x86_64'",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6"]},
+    extras_require={
+        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6"],
+        "bench": ["matplotlib>=3.7"],  # benchmarks/render.py's chart
+    },
     entry_points={"console_scripts": ["fastsr = fastsr.cli:main"]},
 )

@@ -61,12 +61,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             if "median_s" in i:
                 line += f" median {i['median_s'] * 1e3:9.2f} ms"
                 if base and "median_s" in base:
-                    line += f"  ({base['median_s'] / i['median_s']:.2f}x the reference's speed)"
+                    line += f"  ({base['median_s'] / i['median_s']:.2f}x the speed of {base['name']})"
             if "peak_bytes" in i:
                 line += f" peak {i['peak_bytes'] / 2**20:8.1f} MiB"
                 if base and "peak_bytes" in base:
-                    line += f"  ({i['peak_bytes'] / base['peak_bytes']:.2f} of the reference's)"
+                    line += f"  ({i['peak_bytes'] / base['peak_bytes']:.2f} of {base['name']})"
             tr.write_line(line)
+    if bench is None or bench.disabled:
+        tr.write_line("timing disabled (quick mode): results not written")
+        return
     RESULTS_DIR.mkdir(exist_ok=True)
     kind = "gpu" if torch.cuda.is_available() else "cpu"
     out = RESULTS_DIR / f"latest-{kind}.json"

@@ -66,10 +66,10 @@ def test_banded_tail_equals_one_band(scale, make_image):
     model = create(f"edsr-baseline-x{scale}").eval()
     engine = optimize(model)
     runner = engine.runners[scale]
-    x = make_image(2, 21, 10)
+    x = make_image(2, 37, 10)
     whole = call(engine, x, None)
-    runner.band_budget_bytes = 1  # the minimum band: 4 rows, so 6 bands with halos
-    assert runner.band_rows(21, 10) == 4
+    runner.band_budget_bytes = 1  # the minimum band: 16 rows, so 3 bands with halos
+    assert runner.band_rows(37, 10) == 16
     torch.testing.assert_close(call(engine, x, None), whole, atol=1e-4, rtol=0)
     assert tail_receptive_field(scale) <= TAIL_HALO
 
@@ -240,6 +240,6 @@ def test_interpret_backend_matches_reference(config, scale, precision, atol, rto
 def test_interpret_banded_tail(make_image):
     model = build(EDSRConfig(n_resblocks=1, n_feats=16, scale=4)).eval()
     engine = optimize(model, backend="interpret")
-    engine.runners[4].band_budget_bytes = 1
-    x = make_image(1, 11, 6)
+    engine.runners[4].band_budget_bytes = 1  # 16-row bands
+    x = make_image(1, 20, 3)
     torch.testing.assert_close(call(engine, x, None), call(model, x, None), atol=1e-3, rtol=0)

@@ -31,6 +31,10 @@ IMAGE, OUT = "image", "out"
 # Tail receptive field in LR rows: the upsampler's first 3x3 conv at LR (1) plus the later convs at r x LR
 # resolution (1/2 + 1/4 for x4, 1/3 for x3, 1/2 for x2) stays below 2.
 TAIL_HALO = 2
+# Bands of at least 16 LR rows keep the recomputed halo (4 rows) within 25% of the tail's work; bands may
+# use 64 MiB even where two LR maps are less (small images: one band, no recomputation).
+MIN_BAND_ROWS = 16
+DEFAULT_BAND_BUDGET = 64 * 2**20
 
 
 @dataclass
@@ -78,9 +82,10 @@ class Plan:
     def band_rows(self, height: int, width: int, budget_bytes: int | None, itemsize: int) -> int:
         """LR rows per tail band so that the band's largest intermediate (the r^2 F-channel conv output
         before its shuffle, and its shuffled copy) stays within ``budget_bytes`` (default: two LR feature
-        maps). At least 4 rows, at most the whole image."""
+        maps, or DEFAULT_BAND_BUDGET if larger). At least MIN_BAND_ROWS rows (the halo is recomputed per
+        band: 2 x TAIL_HALO extra rows), at most the whole image."""
         if budget_bytes is None:
-            budget_bytes = 2 * self.n_feats * height * width * itemsize
+            budget_bytes = max(DEFAULT_BAND_BUDGET, 2 * self.n_feats * height * width * itemsize)
         per_row = 0
         res = 1  # resolution of the tail op's input relative to LR
         for op in self.tail:
@@ -89,7 +94,7 @@ class Plan:
             per_row = max(per_row, 2 * out_ch * res * res * width * itemsize)
             res *= op.shuffle
         rows = budget_bytes // max(per_row, 1) - 2 * TAIL_HALO
-        return int(min(height, max(4, rows)))
+        return int(min(height, max(MIN_BAND_ROWS, rows)))
 
     def activation_bytes(self, n: int, height: int, width: int, itemsize: int, band_rows: int | None = None) -> int:
         """Peak activation memory of running the plan (three LR feature maps, one tail band, the image in

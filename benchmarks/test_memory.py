@@ -1,0 +1,83 @@
+"""Memory: inference activation memory of the reference vs the engine, and the training-step activation
+memory of EDSR-baseline with and without batch normalization (the paper's "about 40% less memory")."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastsr
+from fastsr.models import create
+
+PROBE = Path(__file__).parent / "memory_probe.py"
+CUDA = torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("preset", ["edsr-baseline-x2", "edsr-baseline-x4"])
+def test_cpu_peak_activation_memory_512(preset, record):
+    """Peak RSS growth of one forward pass on 1x3x512x512, each in a fresh process: the engine needs at
+    most half of the reference's."""
+    peaks = {}
+    for impl in ("reference", "engine"):
+        out = subprocess.run([sys.executable, str(PROBE), impl, preset, "512"], capture_output=True, text=True)
+        assert out.returncode == 0, f"memory probe failed ({out.returncode}): {out.stderr[-2000:]}"
+        peaks[impl] = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
+    engine = fastsr.optimize(create(preset).eval())
+    group = f"{preset}, 1x3x512x512, fp32, CPU: peak RSS growth during forward"
+    record(group=group, name="reference", peak_bytes=peaks["reference"], baseline=True)
+    record(group=group, name="fastsr torch", peak_bytes=peaks["engine"],
+           plan_bytes=engine.activation_bytes(1, 512, 512))
+    assert peaks["engine"] <= 0.5 * peaks["reference"], peaks
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("preset,size", [("edsr-baseline-x4", (270, 480)), ("edsr-baseline-x2", (360, 640))])
+def test_gpu_peak_memory(preset, size, record):
+    """torch.cuda.max_memory_allocated during one forward, beyond the weights, reset per case (fp16 both)."""
+    model = create(preset).eval().cuda().half()
+    x = torch.rand(1, 3, *size, device="cuda", dtype=torch.float16) * 255
+    group = f"{preset}, 1x3x{size[0]}x{size[1]}, fp16, CUDA: peak allocated during forward"
+    for name, net in (("reference", model), ("fastsr triton", fastsr.optimize(model))):
+        with torch.inference_mode():
+            net(x)  # warm-up (autotuning, allocations)
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            net(x)
+            torch.cuda.synchronize()
+        record(group=group, name=name, peak_bytes=torch.cuda.max_memory_allocated() - base, baseline=name == "reference")
+
+
+def saved_activation_bytes(model: torch.nn.Module, lr: torch.Tensor, hr: torch.Tensor) -> int:
+    """Bytes of the distinct tensors autograd saves for backward in one training step (forward + L1)."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()  # views of one buffer (in-place ReLU, ...) count once
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = F.l1_loss(model(lr), hr)
+    loss.backward()
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}  # saved too, but not activations
+    return sum(n for ptr, n in storages.items() if ptr not in weights)
+
+
+def test_training_activation_memory_bn_vs_no_bn(record):
+    """One training step of EDSR-baseline x2 on a batch of 16 48x48 patches (the paper's setting)."""
+    torch.manual_seed(0)
+    lr, hr = torch.rand(16, 3, 48, 48) * 255, torch.rand(16, 3, 96, 96) * 255
+    no_bn = saved_activation_bytes(create("edsr-baseline-x2").train(), lr, hr)
+    bn = saved_activation_bytes(create("edsr-bn-baseline-x2").train(), lr, hr)
+    group = "training step activations (saved for backward), edsr-baseline-x2, 16x3x48x48"
+    record(group=group, name="with batch norm", peak_bytes=bn, baseline=True)
+    record(group=group, name="without batch norm (EDSR)", peak_bytes=no_bn, saving=1 - no_bn / bn)
+    assert no_bn < bn
