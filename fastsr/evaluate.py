@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .engine import OptimizedSR, optimize
 from .ensemble import self_ensemble
 from .metrics import psnr, ssim
 from .models import MDSR
@@ -59,20 +60,23 @@ def benchmark_pairs(set_dir: str | os.PathLike, scale: int) -> Iterator[tuple[st
 
 @torch.no_grad()
 def super_resolve(model: torch.nn.Module, lr: np.ndarray, scale: int, *, ensemble: bool = False) -> np.ndarray:
-    """Run a reference network on one uint8 image (HxW gray or HxWx3) and quantize once to uint8.
+    """Run a reference network (or its ``fastsr.optimize`` engine) on one uint8 image (HxW gray or HxWx3)
+    and quantize once to uint8.
 
     Gray goes through the network on three channels and comes back as the channel mean. Quantization:
     clamp to [0, 255], round half to even (torch.round), as EDSR-PyTorch.
     """
     gray = lr.ndim == 2
     rgb = np.repeat(lr[..., None], 3, axis=2) if gray else lr
-    param = next(model.parameters())
+    engine = isinstance(model, OptimizedSR)
+    param = None if engine else next(model.parameters())
+    device, dtype = (model.device, torch.float32) if engine else (param.device, param.dtype)
     rgb_range = model.config.rgb_range
-    x = torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1)[None].to(param.device, param.dtype)
+    x = torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1)[None].to(device, dtype)
     x = x * (rgb_range / 255)
 
     def run(t: torch.Tensor) -> torch.Tensor:
-        return model(t, scale) if isinstance(model, MDSR) else model(t)
+        return model(t, scale) if isinstance(model, (MDSR, OptimizedSR)) else model(t)
 
     y = self_ensemble(run, x) if ensemble else run(x)
     y = (y.float() * (255 / rgb_range)).clamp(0, 255).round()
@@ -134,6 +138,8 @@ def evaluate(
     if bicubic_row:
         rows["bicubic"] = bicubic
     if model is not None:
+        if not isinstance(model, OptimizedSR):
+            model = optimize(model, precision="fp32")  # same numbers as the reference, faster
         rows["model"] = lambda lr, s: super_resolve(model, lr, s, ensemble=ensemble)
     total = sum(len(list((data / n / "HR").glob("*.png"))) for n in sets) * len(scales) * len(rows)
     results: dict[str, dict[str, dict[int, Score]]] = {row: {} for row in rows}
