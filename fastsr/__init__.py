@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from . import models
     from .checkpoint import CheckpointError, load, save
     from .engine import optimize
+    from .upscaler import Upscaler, upscale
 
 _LAZY = {
     "load": ("fastsr.checkpoint", "load"),
@@ -28,6 +29,8 @@ _LAZY = {
     "CheckpointError": ("fastsr.checkpoint", "CheckpointError"),
     "models": ("fastsr.models", None),
     "optimize": ("fastsr.engine", "optimize"),
+    "upscale": ("fastsr.upscaler", "upscale"),
+    "Upscaler": ("fastsr.upscaler", "Upscaler"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -7,13 +7,13 @@ and exit with status 2; nothing prints a traceback for them.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ._version import __version__
+from .imageio import DEFAULT_MAX_PIXELS
 
 EXIT_USAGE = 2
 
@@ -54,68 +54,163 @@ def _load_model(spec: str | None):
         raise UsageError(str(e)) from e
 
 
-def _upscale_image(model, path: Path, scale: int):
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
-
-    from .models import MDSR
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise UsageError(f"cannot read image {path}: {e}") from e
-    if min(rgb.size) == 0:
-        raise UsageError(f"image {path} is empty ({rgb.size[0]}x{rgb.size[1]})")
-    x = torch.from_numpy(np.asarray(rgb, dtype=np.float32).copy()).permute(2, 0, 1).unsqueeze(0)
-    x = x * (model.config.rgb_range / 255.0)
-    with torch.inference_mode():
-        y = model(x, scale) if isinstance(model, MDSR) else model(x)
-    # Quantize once: scale to 8 bits, clamp, round half to even (torch.round), as EDSR-PyTorch.
-    y = (y * (255.0 / model.config.rgb_range)).clamp_(0, 255).round_()
-    return Image.fromarray(y[0].permute(1, 2, 0).to(torch.uint8).numpy())
+def _int_at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    return parse
 
 
-def _save_atomic(img, out: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=out.suffix)
-    os.close(fd)
-    try:
-        img.save(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+_positive_int = _int_at_least(1)
+_nonnegative_int = _int_at_least(0)
+
+
+@dataclass
+class _Source:
+    path: Path
+    folder: Path | None = None  # the INPUT folder it was found in, if any
+
+
+def _expand_inputs(specs: Sequence[str]) -> tuple[list[_Source], list[str]]:
+    """Files, folders (their images, not recursive) and globs -> sources, and one error per unusable INPUT."""
+    import glob
+
+    from .imageio import IMAGE_EXTENSIONS
+
+    sources: list[_Source] = []
+    errors: list[str] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir()
+                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+            if not found:
+                errors.append(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
+            sources += [_Source(p, path) for p in found]
+        elif path.is_file():
+            sources.append(_Source(path))
+        elif glob.has_magic(spec):
+            found = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
+            if not found:
+                errors.append(f"no files match {spec}")
+            sources += [_Source(p) for p in found]
+        else:
+            errors.append(f"input not found: {spec}")
+    return sources, errors
+
+
+def _result_mode(im) -> str:
+    """The mode of the image fastsr.upscale returns for ``im``."""
+    if im.mode == "P":
+        return "RGBA" if "transparency" in im.info else "RGB"
+    if im.mode == "PA":
+        return "RGBA"
+    return "I;16" if im.mode.startswith("I;16") else im.mode
+
+
+def _output_for(args: argparse.Namespace, src: _Source, output_is_file: bool, im) -> tuple[Path, str]:
+    """Where and in which format the upscaled ``im`` (read from ``src``) goes."""
+    from .imageio import can_store, extension_for, format_for_path, output_format
+
+    mode = _result_mode(im)
+    fmt = output_format(im.format, mode)
+    # Keep the input's own spelling of the extension (.jpeg, .tiff) when the format is kept.
+    ext = src.path.suffix if fmt == im.format and src.path.suffix else extension_for(fmt)
+    s = args.scale
+    if output_is_file:
+        out = Path(args.output)
+        fmt = format_for_path(out)
+        if not can_store(fmt, mode):
+            raise ValueError(f"cannot write a {mode} image as {fmt} ({out}); use .png")
+        return out, fmt
+    if args.output:  # a folder: several inputs, or one input with -o an existing folder
+        return Path(args.output) / f"{src.path.stem}{ext}", fmt
+    if args.example:
+        return Path.cwd() / f"example_x{s}.png", "PNG"
+    if src.folder is not None:  # from an INPUT folder: into FOLDER_x<s>/
+        return src.folder.parent / f"{src.folder.name}_x{s}" / f"{src.path.stem}{ext}", fmt
+    return src.path.with_name(f"{src.path.stem}_x{s}{ext}"), fmt
 
 
 def _cmd_upscale(args: argparse.Namespace) -> int:
-    from .example import example_path
-    from .models import MDSR
+    """``fastsr upscale``: files, folders and globs; one bad file does not stop the others."""
+    from tqdm import tqdm
 
-    if args.example == (args.input is not None):
+    from .example import example_path
+    from .imageio import read_image, write_image
+    from .upscaler import Upscaler
+    from .weights import DefaultWeightsMissing
+
+    if args.example == bool(args.input):
         raise UsageError("give exactly one of INPUT or --example")
-    src = example_path() if args.example else Path(args.input)
-    out = Path(args.output) if args.output else src.with_name(f"{src.stem}_x{args.scale}{src.suffix}")
-    if args.example and not args.output:
-        out = Path.cwd() / f"example_x{args.scale}.png"
-    if not src.is_file():
-        raise UsageError(f"input not found: {src}")
-    if out.resolve() == src.resolve():
-        raise UsageError(f"refusing to overwrite the input {src}")
-    if out.exists() and not args.overwrite:
-        raise UsageError(f"{out} exists; pass --overwrite to replace it")
-    if not out.parent.is_dir():
-        raise UsageError(f"output folder does not exist: {out.parent}")
-    model = _load_model(args.model)
-    scales = model.config.scales
-    if args.scale not in scales:
-        raise UsageError(f"the model has no x{args.scale}; it upscales by {', '.join(f'x{s}' for s in scales)}")
-    if not isinstance(model, MDSR) and args.scale != model.config.scale:
-        raise UsageError(f"the model upscales by x{model.config.scale}, not x{args.scale}")
-    _save_atomic(_upscale_image(model, src, args.scale), out)
-    print(out)
-    return 0
+    if args.example:
+        sources, errors = [_Source(example_path())], []
+    else:
+        sources, errors = _expand_inputs(args.input)
+    # One INPUT that is a file (or --example): -o is a file. Otherwise -o is a folder.
+    single = len(sources) == 1 and not errors and (args.example or Path(args.input[0]).is_file())
+    output_is_file = single and bool(args.output) and not Path(args.output).is_dir()
+    if not sources:
+        raise UsageError("; ".join(errors))
+    if not single and args.output:
+        folder = Path(args.output)
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"-o must be a folder when upscaling several images or a folder: {folder} is a file")
+
+    try:
+        upscaler = Upscaler(args.model or None, device=args.device, precision=args.precision)
+        upscaler.check_scale(args.scale)
+    except (DefaultWeightsMissing, FileNotFoundError, ValueError, TypeError) as e:
+        raise UsageError(str(e)) from e
+
+    inputs = {s.path.resolve() for s in sources}
+    planned: set[Path] = set()
+    failed = len(errors)
+    total = len(sources) + len(errors)
+    show_bars = sys.stderr.isatty()
+
+    def report(message: str) -> None:
+        tqdm.write(f"fastsr upscale: error: {message}", file=sys.stderr)
+
+    for message in errors:
+        report(message)
+    for src in tqdm(sources, unit="img", disable=not show_bars or len(sources) == 1):
+        try:
+            im = read_image(src.path, max_pixels=args.max_pixels or None)
+            out, fmt = _output_for(args, src, output_is_file, im)
+            resolved = out.resolve()
+            if resolved in inputs:
+                raise ValueError(f"refusing to overwrite the input {out}")
+            if resolved in planned:
+                raise ValueError(f"another input is already written to {out}")
+            if out.exists() and not args.overwrite:
+                raise ValueError(f"{out} exists; pass --overwrite to replace it")
+            if not single:
+                out.parent.mkdir(parents=True, exist_ok=True)
+            elif not out.parent.is_dir():
+                raise ValueError(f"output folder does not exist: {out.parent}")
+            planned.add(resolved)
+            result = upscaler(im, args.scale, tile=args.tile, halo=args.halo, ensemble=args.ensemble,
+                              max_pixels=args.max_pixels or None, progress=show_bars)
+            try:
+                write_image(result, out, format=fmt, overwrite=args.overwrite, icc_profile=im.info.get("icc_profile"))
+            except FileExistsError:  # appeared while we were computing
+                raise ValueError(f"{out} exists; pass --overwrite to replace it") from None
+            tqdm.write(str(out), file=sys.stdout)
+        except Exception as e:  # noqa: BLE001 - one bad file must not stop the others
+            failed += 1
+            message = str(e) if isinstance(e, (ValueError, TypeError, OSError)) else f"{type(e).__name__}: {e}"
+            report(message if str(src.path) in message else f"{src.path}: {message}")
+    if total > 1:
+        print(f"fastsr upscale: {total - failed} of {total} images upscaled"
+              + (f", {failed} failed" if failed else ""), file=sys.stderr)
+    return EXIT_USAGE if failed else 0
 
 
 def _int_list(text: str) -> list[int]:
@@ -178,13 +273,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="versions, devices and the backends that can run here")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("upscale", help="upscale an image")
-    p.add_argument("input", nargs="?", metavar="INPUT", help="image file")
-    p.add_argument("--example", action="store_true", help="upscale the bundled example image")
+    p = sub.add_parser(
+        "upscale", help="upscale images (files, folders, globs)",
+        description="Upscale images with the bundled default model or --model. A bad file is reported and the "
+                    "others are still processed; the exit status is 2 if any failed.",
+    )
+    p.add_argument("input", nargs="*", metavar="INPUT", help="image files, folders (their images) or globs")
+    p.add_argument("--example", action="store_true",
+                   help="upscale the bundled example image (default output ./example_x<scale>.png)")
     p.add_argument("-s", "--scale", type=int, default=4, help="upscaling factor (default 4)")
-    p.add_argument("-o", "--output", help="output file (default: INPUT_x<scale>.<ext>)")
+    p.add_argument("-o", "--output",
+                   help="one input: the output file (default INPUT_x<scale>.<ext>); several inputs or a folder: "
+                        "the output folder, created if needed (default: beside each input, FOLDER_x<scale>/ for "
+                        "a folder)")
     p.add_argument("--model", help="checkpoint (.pt/.pth/.safetensors); default: the bundled weights")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--device", help="cpu or cuda[:N] (default: cuda if available)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="default: fp32 on CPU, fp16 on CUDA")
+    p.add_argument("--tile", type=_positive_int,
+                   help="tile core side in input pixels (default: the largest that fits the memory budget)")
+    p.add_argument("--halo", type=_nonnegative_int,
+                   help="tile halo in input pixels (default: the receptive field, exact; smaller is approximate)")
+    p.add_argument("--ensemble", action="store_true", help="x8 self-ensemble (8x slower, slightly better)")
+    p.add_argument("--max-pixels", type=_nonnegative_int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse inputs with more pixels (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (never an input)")
     p.set_defaults(func=_cmd_upscale)
 
     p = sub.add_parser("eval", help="PSNR / SSIM on benchmark sets (paper protocol), with a bicubic row")

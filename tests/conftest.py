@@ -35,3 +35,13 @@ def make_image():
         return torch.rand(n, channels, h, w, generator=gen) * rgb_range
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tests on tiny tensors: OpenMP spin-waits make them very slow when other jobs
+    share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

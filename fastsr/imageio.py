@@ -1,0 +1,218 @@
+"""Image files for ``fastsr upscale``: safe reading (pixel limit, truncated files), formats and atomic writing.
+
+Reading decodes with Pillow, applies the EXIF orientation (the written file carries no EXIF) and turns the
+modes :func:`fastsr.upscale` does not take into ones it does (CMYK / YCbCr / ... -> RGB, 1-bit -> L,
+``I`` with 16-bit values -> ``I;16``). Every failure -- not an image, truncated, corrupt, over the pixel
+limit -- is one ``ValueError`` that names the file; a missing file is ``FileNotFoundError``.
+
+Pixel limit: images with more than ``max_pixels`` pixels (default :data:`DEFAULT_MAX_PIXELS`, 40 million:
+an 8K frame is 33 million; upscaled x4 that is already 0.5 billion output pixels) are refused before they are
+decoded, which defuses decompression bombs (a few KB of PNG that claim gigapixels). Raise it with
+``max_pixels=`` (``None``: no limit) or ``fastsr upscale --max-pixels``.
+
+Writing goes to a temporary file beside the target, which is then renamed over it (or hard-linked to it when
+overwriting is not allowed, so an existing file is never replaced), so a crash never leaves a half-written
+image under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# 40 megapixels per image: above any camera or 8K video frame (33 MP), below Pillow's own bomb warning
+# (89 MP). See the module docstring.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+# Extensions picked up when a folder is given to ``fastsr upscale``.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+# Formats whose output keeps the input's format, and the image modes each can store faithfully (None: all the
+# modes fastsr produces). Anything else -- GIF (palette only), alpha in JPEG / BMP, 16-bit in WebP -- is
+# written as PNG.
+_FORMAT_MODES: dict[str, frozenset[str] | None] = {
+    "PNG": None,
+    "TIFF": None,
+    "JPEG": frozenset({"RGB", "L"}),
+    "BMP": frozenset({"RGB", "L"}),
+    "WEBP": frozenset({"RGB", "RGBA"}),
+}
+# Lossy encoders get a high quality: the point of the output is the detail the network added.
+_SAVE_PARAMS: dict[str, dict[str, Any]] = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"quality": 95}}
+_ICC_FORMATS = frozenset({"PNG", "TIFF", "JPEG", "WEBP"})
+
+_MODE_CONVERSIONS = {"1": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "RGBX": "RGB",
+                     "RGBa": "RGBA", "La": "LA", "PA": "RGBA"}
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+def check_pixel_limit(height: int, width: int, max_pixels: int | None, what: str = "image") -> None:
+    """ValueError when ``height * width`` exceeds ``max_pixels`` (None: no limit)."""
+    if max_pixels is None:
+        return
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int):
+        raise TypeError(f"max_pixels must be an int or None, got {type(max_pixels).__name__} {max_pixels!r}")
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1 (or None for no limit), got {max_pixels}")
+    if height * width > max_pixels:
+        raise ValueError(
+            f"{what} is {width}x{height} = {height * width:,} pixels, over the limit of {max_pixels:,} "
+            "(a guard against decompression bombs); raise it with max_pixels= / --max-pixels"
+        )
+
+
+@contextlib.contextmanager
+def _pil_limit(max_pixels: int | None) -> Iterator[None]:
+    """Let Pillow open what ``max_pixels`` allows (fastsr checks the limit itself, before decoding)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        pil_limit = Image.MAX_IMAGE_PIXELS
+        # Pillow refuses images over twice its MAX_IMAGE_PIXELS; lift that only when the caller's limit is higher.
+        if pil_limit is not None and (max_pixels is None or max_pixels > 2 * pil_limit):
+            with _PIL_LIMIT_LOCK:
+                Image.MAX_IMAGE_PIXELS = None
+                try:
+                    yield
+                finally:
+                    Image.MAX_IMAGE_PIXELS = pil_limit
+        else:
+            yield
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def _normalise_mode(im, path: Path):
+    import numpy as np
+    from PIL import Image
+
+    mode = im.mode
+    if mode in ("RGB", "RGBA", "L", "LA", "P") or mode.startswith("I;16"):
+        return im
+    if mode in _MODE_CONVERSIONS:
+        return im.convert(_MODE_CONVERSIONS[mode])
+    if mode == "I":  # 32-bit integers: some decoders' container for 16-bit gray
+        a = np.asarray(im)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ValueError(f"cannot read image {path}: 32-bit integer pixels outside 0..65535 are not supported")
+        return Image.fromarray(a.astype(np.uint16))
+    raise ValueError(f"cannot read image {path}: unsupported image mode {mode!r}")
+
+
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    """Decode the image file ``path`` (first frame) into a loaded ``PIL.Image`` in a mode upscale takes.
+
+    Raises FileNotFoundError for a missing file and ValueError for anything that cannot be decoded or is over
+    ``max_pixels``.
+    """
+    from PIL import Image, ImageOps
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"input not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"cannot read image {path}: it is a folder")
+    with _pil_limit(max_pixels):
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError as e:
+            raise ValueError(f"image {path} is over the pixel limit: {e}") from e
+        except Exception as e:  # decoders raise OSError, SyntaxError, EOFError, struct.error, ... for bad files
+            raise ValueError(f"cannot read image {path}: {_first_line(e)}") from e
+        with im:
+            width, height = im.size
+            check_pixel_limit(height, width, max_pixels, f"image {path}")
+            if width == 0 or height == 0:
+                raise ValueError(f"image {path} is empty ({width}x{height})")
+            try:
+                im.load()
+            except Exception as e:  # truncated or corrupt data
+                raise ValueError(f"cannot read image {path}: {_first_line(e)}") from e
+            fmt, icc = im.format, im.info.get("icc_profile")
+            try:
+                out = ImageOps.exif_transpose(im)  # a copy, detached from the file
+            except Exception:  # noqa: BLE001 - a broken EXIF block does not make the pixels unreadable
+                out = im.copy()
+    out = _normalise_mode(out, path)
+    out.format = fmt
+    if icc:
+        out.info["icc_profile"] = icc
+    return out
+
+
+def format_for_path(path: str | os.PathLike) -> str:
+    """Pillow's format name for ``path``'s extension (ValueError for an extension Pillow cannot write)."""
+    from PIL import Image
+
+    ext = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"cannot write {path}: unknown image extension {ext or '(none)'!r}; use .png, .jpg, ...")
+    return fmt
+
+
+def can_store(fmt: str, mode: str) -> bool:
+    """Whether ``fmt`` stores ``mode`` images faithfully (alpha, 16 bits, gray)."""
+    if fmt in _FORMAT_MODES:
+        modes = _FORMAT_MODES[fmt]
+        return modes is None or mode in modes
+    return mode in ("RGB", "L")  # other writable formats: leave it to Pillow for plain 8-bit images
+
+
+def output_format(input_format: str | None, mode: str) -> str:
+    """The format to write an upscaled ``mode`` image read as ``input_format``: the same, or PNG."""
+    if input_format in _FORMAT_MODES and can_store(input_format, mode):
+        return input_format
+    return "PNG"
+
+
+def extension_for(fmt: str) -> str:
+    """A file extension for Pillow format ``fmt`` (``.png``, ``.jpg``, ...)."""
+    return {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "BMP": ".bmp", "WEBP": ".webp"}.get(fmt, ".png")
+
+
+def write_image(img, path: str | os.PathLike, *, format: str | None = None, overwrite: bool = False,
+                icc_profile: bytes | None = None) -> Path:
+    """Write ``img`` (a PIL image) to ``path`` atomically: a temporary file beside it, then a rename.
+
+    Without ``overwrite`` an existing ``path`` raises FileExistsError and is left untouched (the temporary
+    file is hard-linked into place, which fails instead of replacing). ``format`` defaults to the extension's.
+    """
+    path = Path(path)
+    fmt = format or format_for_path(path)
+    if not can_store(fmt, img.mode):
+        raise ValueError(f"cannot write a {img.mode} image as {fmt} ({path}); use .png")
+    params = dict(_SAVE_PARAMS.get(fmt, {}))
+    if icc_profile and fmt in _ICC_FORMATS:
+        params["icc_profile"] = icc_profile
+    # A hidden name in the same folder (so the rename stays on one filesystem); .tmp is git-ignored.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as f:  # created with the umask's permissions, unlike mkstemp's 0600
+            img.save(f, format=fmt, **params)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExistsError(f"{path} exists") from None
+            except OSError:  # no hard links on this filesystem: check, then rename
+                if path.exists():
+                    raise FileExistsError(f"{path} exists") from None
+                os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
