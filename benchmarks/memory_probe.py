@@ -1,14 +1,14 @@
 """Peak activation memory of one forward pass, measured in a fresh process (run as a script).
 
 ``python benchmarks/memory_probe.py IMPL PRESET SIZE`` prints a JSON line with the process's resident-set
-growth from just before the forward pass to its peak (``ru_maxrss``): the memory the pass needed beyond
-the loaded model. IMPL is ``reference`` or ``engine`` (fastsr's torch backend).
+growth from just before the forward pass to its peak: the memory the pass needed beyond the loaded model.
+IMPL is ``reference`` or ``engine`` (fastsr's torch backend). The peak is VmHWM after resetting it through
+``/proc/self/clear_refs`` (Linux): ``ru_maxrss`` would also count the parent's pages at fork time.
 """
 
 from __future__ import annotations
 
 import json
-import resource
 import sys
 
 import torch
@@ -17,9 +17,14 @@ import fastsr
 from fastsr.models import MDSR, create
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
+def status_bytes(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))  # reported in kB
+
+
+def reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
 
 
 def main(impl: str, preset: str, size: int) -> dict:
@@ -30,10 +35,11 @@ def main(impl: str, preset: str, size: int) -> dict:
     x = torch.rand(1, 3, size, size) * 255
     with torch.inference_mode():
         net(torch.rand(1, 3, 8, 8) * 255, *([scale] if isinstance(model, MDSR) else []))  # warm-up: lazy init
-    before = rss_bytes()
+    reset_peak()
+    before = status_bytes("VmRSS:")
     with torch.inference_mode():
         y = net(x, scale) if isinstance(model, MDSR) else net(x)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    peak = status_bytes("VmHWM:")
     return {"impl": impl, "preset": preset, "size": size, "peak_bytes": peak - before,
             "output_bytes": y.numel() * y.element_size()}
 
