@@ -26,8 +26,8 @@ GPU_CASES = [("edsr-baseline-x4", None, (270, 480), 1), ("edsr-baseline-x2", Non
 CASES = GPU_CASES if CUDA else CPU_CASES
 
 IMPLS = ["reference", "reference channels_last", "torch.compile(reference)", "fastsr torch"]
-if CUDA:
-    IMPLS.append("fastsr triton")
+if CUDA:  # the fair GPU baseline: the reference in fp16 on cuDNN's channels_last path
+    IMPLS += ["reference fp16 channels_last", "fastsr triton"]
 # torch.compile takes minutes per model on 2 CPU cores: only the smallest case there.
 COMPILE_CASES = {"edsr-baseline-x2"} if not CUDA else {c[0] for c in GPU_CASES}
 
@@ -55,6 +55,10 @@ def build(impl: str, preset: str):
         net = create(preset).eval().to(DEVICE).to(memory_format=torch.channels_last)
         net.load_state_dict(model.state_dict())
         return net, lambda x: x.contiguous(memory_format=torch.channels_last), 2e-3
+    if impl == "reference fp16 channels_last":
+        net = create(preset).eval().to(DEVICE).half().to(memory_format=torch.channels_last)
+        net.load_state_dict(model.state_dict())
+        return net, lambda x: x.half().contiguous(memory_format=torch.channels_last), 1.5
     if impl == "torch.compile(reference)":
         return torch.compile(model), lambda x: x, 2e-3
     backend = impl.split()[-1]

@@ -34,7 +34,6 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .checkpoint import TRAIN_FORMAT_TAG as TRAIN_FORMAT
-from .checkpoint import load as load_checkpoint
 from .checkpoint import read_state_dict, save
 from .evaluate import score, super_resolve
 from .models import MDSR, build, config_from_dict, config_from_name
@@ -206,7 +205,10 @@ def train(options: TrainOptions) -> dict[str, Any]:
     trainable = [p for p in model.parameters() if p.requires_grad]  # the MeanShift convs are frozen
     optimizer = torch.optim.Adam(trainable, lr=options.lr, betas=(0.9, 0.999), eps=1e-8)
     step = 0
+    resumed_scaler = None
     ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.is_file() and not options.resume:
+        raise ValueError(f"{ckpt_path} exists: pass resume=True (--resume) to continue it, or another out folder")
     if options.resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
         if ckpt.get("format") != TRAIN_FORMAT or config_from_dict(ckpt["config"]) != config:
@@ -214,6 +216,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = int(ckpt["step"])
+        resumed_scaler = ckpt.get("scaler")
         log.info("resumed %s at step %d", ckpt_path, step)
     elif options.init_from:
         _init_from(model, options.init_from)
@@ -223,11 +226,18 @@ def train(options: TrainOptions) -> dict[str, Any]:
     log.info("training %s on %d images, scales %s", options.model, len(hr_images), config.scales)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(options.amp or "")
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
-    log_file = open(out / "log.jsonl", "a", encoding="utf-8")
+    if step and resumed_scaler:
+        scaler.load_state_dict(resumed_scaler)
+    log_path = out / "log.jsonl"
+    if log_path.is_file():  # drop records written after the checkpoint being resumed (or all, on a fresh run)
+        kept = [line for line in log_path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["step"] <= step]
+        log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    log_file = open(log_path, "a", encoding="utf-8")
 
     def save_state() -> None:
         _atomic_torch_save({"format": TRAIN_FORMAT, "config": config.to_dict(), "model": model.state_dict(),
-                            "optimizer": optimizer.state_dict(), "step": step,
+                            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
                             "options": json.dumps(dataclasses.asdict(options))}, ckpt_path)
         save(model, out / "model.safetensors")
 
@@ -277,9 +287,3 @@ def train(options: TrainOptions) -> dict[str, Any]:
     elapsed = time.perf_counter() - t0
     return {"step": step, "loss": last_loss, "val_psnr": val, "seconds": elapsed,
             "checkpoint": str(ckpt_path), "weights": str(out / "model.safetensors")}
-
-
-def load_trained(path: str | os.PathLike) -> torch.nn.Module:
-    """The model of a training checkpoint or run folder (for eval / export)."""
-    path = Path(path)
-    return load_checkpoint(path / "checkpoint.pt" if path.is_dir() else path)

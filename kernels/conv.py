@@ -25,7 +25,7 @@ contiguous, the compute dtype; ``bias``, ``shift``: fp32; ``res``: ``[N, H_out, 
 Output rows are image rows ``row0 .. row0 + H_out - 1`` (a band of the image), stored from row 0 of ``out``.
 Accumulation is fp32; fp32 inputs use IEEE fp32 products (no TF32), so the fp32 path matches PyTorch.
 
-Grid: ``(cdiv(M, BLOCK_M), cdiv(C_out, BLOCK_N))``. Offsets are int64 (the x4 upsampler output at 1080p
+Grid: ``(cdiv(M, BLOCK_M), cdiv(C_out, BLOCK_N))`` with ``M = N * H_out * W`` passed in (below 2^31). Offsets are int64 (the x4 upsampler output at 1080p
 exceeds 2^31 elements). Preconditions: K odd; C_out divisible by r^2 for shuffle stores.
 """
 
@@ -41,7 +41,7 @@ import triton.language as tl
 @triton.jit
 def _conv_nhwc_kernel(
     x_ptr, w_ptr, bias_ptr, shift_ptr, res_ptr, out_ptr,
-    N, H, W, C_IN, C_OUT, H_OUT, ROW0, out_scale, clamp_max,
+    M, H, W, C_IN, C_OUT, H_OUT, ROW0, out_scale, clamp_max,
     stride_xn, stride_xh, stride_xw, stride_xc,
     stride_rn, stride_rh, stride_rw, stride_rc,
     stride_on, stride_oh, stride_ow, stride_oc,
@@ -53,8 +53,9 @@ def _conv_nhwc_kernel(
     pid_n = tl.program_id(1)
     PAD: tl.constexpr = KSIZE // 2
 
+    # M = N * H_OUT * W output pixels, computed by the launcher: an int argument equal to 1 (N = 1) is
+    # specialised to a compile-time constant, so no tensor methods may be called on the size arguments.
     offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
-    M = N.to(tl.int64) * H_OUT * W
     mask_m = offs_m < M
     n_idx = offs_m // (H_OUT * W)
     hw = offs_m % (H_OUT * W)
@@ -131,11 +132,8 @@ def get_configs() -> list[dict[str, int]]:
     if interpreting():
         return [dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=1)]
     return [
-        dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, num_warps=4, num_stages=3),
-        dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3),
-        dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, num_warps=4, num_stages=4),
-        dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, num_warps=8, num_stages=3),
-        dict(BLOCK_M=256, BLOCK_N=64, BLOCK_K=32, num_warps=8, num_stages=3),
+        dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, num_warps=4, num_stages=3),  # F = 64 (memory-bound)
+        dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3),  # F >= 256 (compute-bound)
     ]
 
 
@@ -150,18 +148,18 @@ def pack_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return weight.permute(2, 3, 1, 0).reshape(k * k * c_in, c_out).to(dtype).contiguous()
 
 
-def _pick_config(c_in: int, c_out: int) -> dict[str, int]:
-    # Narrow outputs (the final conv's 3 channels) waste most of a wide N tile; tl.dot needs >= 16.
+def pick_config(c_in: int, c_out: int, dtype: torch.dtype) -> dict[str, int]:
+    """The tile config for a conv (chosen by shape; autotuning would re-run in-place residual launches)."""
     configs = get_configs()
     if interpreting():
         return configs[0]
-    cfg = dict(configs[0])
-    if c_out <= 16:
+    cfg = dict(configs[1] if c_out >= 256 else configs[0])
+    if c_out <= 16:  # the final conv's 3 channels: a narrow N tile (tl.dot needs >= 16)
         cfg.update(BLOCK_N=16, BLOCK_M=128)
-    elif c_out >= 256:
-        cfg = dict(configs[1])
-    if c_in < cfg["BLOCK_K"]:
+    if c_in < cfg["BLOCK_K"]:  # the head's 3 input channels
         cfg["BLOCK_K"] = max(16, triton.next_power_of_2(c_in))
+    if dtype == torch.float32:  # 4-byte tiles: halve K and the stages to stay within ~100 KiB of shared memory
+        cfg.update(BLOCK_K=min(cfg["BLOCK_K"], 32), num_stages=2)
     return cfg
 
 
@@ -215,13 +213,17 @@ def conv2d_nhwc(
     if residual is not None and (tuple(residual.shape) != (n, rows, w, c_out) or shuffle != 1):
         raise ValueError(f"residual must be [{n}, {rows}, {w}, {c_out}] with a plain store, got {tuple(residual.shape)}")
 
-    cfg = _pick_config(c_in, c_out)
+    if n * rows * w >= 2**31:
+        raise ValueError(f"{n * rows * w} output pixels per launch; split the batch below 2^31")
+    if x.untyped_storage().data_ptr() == out.untyped_storage().data_ptr():
+        raise ValueError("x and out share memory: the conv reads neighbours of the pixels it writes")
+    cfg = pick_config(c_in, c_out, w_packed.dtype)
     meta = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
     grid = (triton.cdiv(n * rows * w, meta["BLOCK_M"]), triton.cdiv(c_out, meta["BLOCK_N"]))
     res = residual if residual is not None else out
     _conv_nhwc_kernel[grid](
         x, w_packed, bias, shift if shift is not None else bias, res, out,
-        n, h, w, c_in, c_out, rows, row0, float(out_scale), float(clamp_max),
+        n * rows * w, h, w, c_in, c_out, rows, row0, float(out_scale), float(clamp_max),
         *x.stride(), *res.stride(), *out.stride(),
         KSIZE=ksize, HAS_SHIFT=shift is not None, RELU=relu, HAS_RES=residual is not None,
         SHUFFLE=shuffle, FINAL=final, QUANTIZE=quantize, FP32_DOT=w_packed.dtype == torch.float32,

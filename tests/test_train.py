@@ -48,11 +48,18 @@ def test_two_steps_write_a_loadable_checkpoint(images, tmp_path):
 
 def test_resume_equals_uninterrupted_run(images, tmp_path):
     train(options(images, tmp_path / "straight", steps=4))
-    train(options(images, tmp_path / "split", steps=2))
+    train(options(images, tmp_path / "split", steps=2, save_every=2))
+    # A record past the checkpoint (as after a crash between saves) is dropped on resume.
+    with open(tmp_path / "split" / "log.jsonl", "a") as f:
+        f.write(json.dumps({"step": 3, "loss": 0.0}) + "\n")
     train(options(images, tmp_path / "split", steps=4, resume=True))
     a = fastsr.load(tmp_path / "straight" / "checkpoint.pt").state_dict()
     b = fastsr.load(tmp_path / "split" / "checkpoint.pt").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="exists: pass resume=True"):
+        train(options(images, tmp_path / "split", steps=5))
 
 
 def test_only_the_drawn_scale_branch_is_updated(images, tmp_path):

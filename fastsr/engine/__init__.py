@@ -112,6 +112,9 @@ class OptimizedSR(nn.Module):
         self.device = device
         self.plans = {s: lower(model, s) for s in model.config.scales}
         self.runners = {s: _make_runner(p, backend, device, dtype) for s, p in self.plans.items()}
+        for plan in self.plans.values():  # the runners hold the packed weights; the plans keep only shapes
+            for op in plan.ops():
+                op.weight = op.weight.to("meta")
         self.multi_scale = isinstance(model, MDSR)
         self.scale_idx = 0  # EDSR-PyTorch's MDSR selects its branch with set_scale(idx)
 
@@ -185,9 +188,10 @@ def optimize(model: nn.Module, *, backend: str | None = None, precision: str | N
     device = _device_of(model)
     backend, dtype = _resolve(backend, precision, device)
     reference, source = _as_fastsr(model)
-    if reference.training and any(isinstance(m, nn.BatchNorm2d) for m in reference.modules()):
-        raise ValueError("the model has BatchNorm layers in training mode; call model.eval() before optimize()")
     if backend == "interpret" and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError("the interpret backend needs TRITON_INTERPRET=1 in the environment before Triton "
                          "is imported (set it at process start)")
-    return OptimizedSR(reference, source, backend, dtype, device).eval()
+    engine = OptimizedSR(reference, source, backend, dtype, device).eval()
+    if source == "edsr-pytorch" and engine.multi_scale:
+        engine.set_scale(int(getattr(model, "scale_idx", 0)))  # the branch the given module has selected
+    return engine

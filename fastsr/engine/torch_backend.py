@@ -98,7 +98,7 @@ class TorchRunner:
     def band_rows(self, height: int, width: int) -> int:
         return self.plan.band_rows(height, width, self.band_budget_bytes, self.dtype.itemsize)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: the output must be an ordinary tensor, as the reference's
     def __call__(self, image: torch.Tensor, *, quantize: bool = False) -> torch.Tensor:
         """NCHW float image in [0, rgb_range] -> NCHW output in the compute dtype (or uint8 0..255 with
         ``quantize``: scaled, clamped, rounded half to even), channels_last in memory."""

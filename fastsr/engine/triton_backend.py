@@ -37,10 +37,10 @@ class TritonRunner:
         self.kernels.conv2d_nhwc(src, w, b, out, ksize=op.kernel_size, shift=shift, relu=op.relu,
                                  residual=residual, shuffle=op.shuffle, **kw)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: the output must be an ordinary tensor, as the reference's
     def __call__(self, image: torch.Tensor, *, quantize: bool = False) -> torch.Tensor:
-        """NCHW float image in [0, rgb_range] -> NCHW output (compute dtype, or uint8 0..255 with
-        ``quantize``), channels_last in memory."""
+        """NCHW float image in [0, rgb_range] -> NCHW output (fp32, or uint8 0..255 with ``quantize``),
+        channels_last in memory."""
         plan = self.plan
         n, _, h, w = image.shape
         s, f = plan.scale, plan.n_feats
@@ -54,7 +54,9 @@ class TritonRunner:
         skip = bufs[SKIP]
         del bufs  # X, T and the input copy are freed before the tail
 
-        out = torch.empty(n, h * s, w * s, plan.n_colors, device=dev, dtype=torch.uint8 if quantize else dt)
+        # The image is stored as uint8 (quantized once, in the epilogue) or fp32: never rounded to fp16 / bf16
+        # first, which would round twice.
+        out = torch.empty(n, h * s, w * s, plan.n_colors, device=dev, dtype=torch.uint8 if quantize else torch.float32)
         rows = self.band_rows(h, w)
         band_h = min(h, rows + 2 * TAIL_HALO)
         tail = self.ops[self.n_trunk :]

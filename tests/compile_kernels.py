@@ -1,0 +1,85 @@
+"""Compile the fused conv kernel for a Hopper GPU (sm_90) without one: Triton's front end, its GPU passes and
+ptxas, as a real launch would, for the paths and configs the engine uses. Run as a script, without
+TRITON_INTERPRET (the interpreter neither specialises arguments nor lowers anything).
+
+    python tests/compile_kernels.py   -> one line per variant, "ok" or the error; exit status 1 on any error
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.pop("TRITON_INTERPRET", None)
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from fastsr.kernels.conv import _conv_nhwc_kernel, pick_config  # noqa: E402
+
+TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.uint8: "u8"}
+# Integer arguments a launch may pass as 1 (batch 1 with W = 1, a one-row band, row 0 offset of 1, unit
+# channel strides): Triton turns such arguments into compile-time constants.
+CAN_BE_ONE = ("M", "H", "W", "H_OUT", "ROW0", "stride_xc", "stride_rc", "stride_oc")
+
+# (name, C_in, C_out, K, flags, output dtype or None for the compute dtype)
+VARIANTS = [
+    ("head", 3, 64, 3, dict(HAS_SHIFT=True), None),
+    ("conv-relu", 64, 64, 3, dict(RELU=True), None),
+    ("conv-residual", 64, 64, 3, dict(HAS_RES=True), None),
+    ("mdsr-5x5", 64, 64, 5, dict(RELU=True), None),
+    ("shuffle-x2", 64, 256, 3, dict(SHUFFLE=2), None),
+    ("shuffle-x3", 64, 576, 3, dict(SHUFFLE=3), None),
+    ("wide-256", 256, 256, 3, dict(RELU=True), None),
+    ("final-uint8", 64, 3, 3, dict(FINAL=True, QUANTIZE=True), torch.uint8),
+    ("final-fp32", 64, 3, 3, dict(FINAL=True), torch.float32),
+]
+
+
+def compile_variant(dtype, c_in, c_out, k, flags, out_dtype, ones: bool) -> None:
+    cfg = pick_config(c_in, c_out, dtype)
+    const = dict(KSIZE=k, HAS_SHIFT=False, RELU=False, HAS_RES=False, SHUFFLE=1, FINAL=False, QUANTIZE=False,
+                 FP32_DOT=dtype == torch.float32, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+                 BLOCK_K=cfg["BLOCK_K"])
+    const.update(flags)
+    if ones:
+        const.update({name: 1 for name in CAN_BE_ONE})
+    names = _conv_nhwc_kernel.arg_names
+    pointer = {"x_ptr": dtype, "w_ptr": dtype, "bias_ptr": torch.float32, "shift_ptr": torch.float32,
+               "res_ptr": dtype, "out_ptr": out_dtype or dtype}
+    signature = {}
+    for name in names:
+        if name in const:
+            signature[name] = "constexpr"
+        elif name in pointer:
+            signature[name] = "*" + TYPES[pointer[name]]
+        elif name in ("out_scale", "clamp_max"):
+            signature[name] = "fp32"
+        else:
+            signature[name] = "i32"
+    src = ASTSource(_conv_nhwc_kernel, signature, {(names.index(n),): v for n, v in const.items()})
+    triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                   options={"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]})
+
+
+def main() -> int:
+    failed = 0
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        for name, c_in, c_out, k, flags, out_dtype in VARIANTS:
+            if dtype != torch.float16 and name not in ("conv-residual", "final-uint8"):
+                continue  # every path in fp16; the main ones in bf16 and fp32 (each compile takes seconds)
+            for ones in (True, False) if name in ("conv-residual", "shuffle-x2") else (True,):
+                label = f"{TYPES[dtype]} {name}{' (size args = 1)' if ones else ''}"
+                try:
+                    compile_variant(dtype, c_in, c_out, k, flags, out_dtype, ones)
+                    print(f"ok   {label}")
+                except Exception as e:  # report every failure, not just the first
+                    failed += 1
+                    print(f"FAIL {label}: {type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
