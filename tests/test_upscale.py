@@ -427,14 +427,35 @@ def _arrays(draw):
     return draw(hnp.arrays(dtype, shape, elements=elements))
 
 
+def _is_valid(img) -> bool:
+    """The documented input contract, stated independently of the implementation."""
+    values_ok = img.size != 0 if isinstance(img, np.ndarray) else img.numel() != 0
+    if isinstance(img, torch.Tensor):
+        if not img.is_floating_point() or img.dim() not in (3, 4) or img.shape[-3] not in (1, 3, 4):
+            return False
+        a = img.double().numpy()
+    else:
+        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)):
+            return False
+        if not (img.dtype in (np.uint8, np.uint16) or img.dtype.kind == "f"):
+            return False
+        a = img.astype(np.float64)
+    if isinstance(img, torch.Tensor) or img.dtype.kind == "f":  # floats must be finite and in [0, 1]
+        values_ok = values_ok and bool(np.isfinite(a).all() and (a >= 0).all() and (a <= 1).all())
+    return values_ok and min(img.shape[-2:] if isinstance(img, torch.Tensor) else img.shape[:2]) >= 1
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(a=_arrays(), as_tensor=st.booleans(), tile=st.sampled_from([None, 1, 3]))
 def test_fuzz_valid_output_or_documented_error(up, a, as_tensor, tile):
     img = torch.from_numpy(a) if as_tensor and a.dtype != np.uint16 else a
+    valid = _is_valid(img)
     try:
         out = up(img, 2, tile=tile)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError) as e:
+        assert not valid, f"valid input {getattr(img, 'dtype', None)} {tuple(img.shape)} refused: {e}"
         return
+    assert valid, f"invalid input {img.dtype} {tuple(img.shape)} was accepted"
     if isinstance(img, torch.Tensor):
         assert img.is_floating_point() and img.dim() in (3, 4)
         assert out.shape == (*img.shape[:-2], 2 * img.shape[-2], 2 * img.shape[-1]) and out.dtype == img.dtype
