@@ -45,3 +45,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
+    """Give every BatchNorm layer non-trivial running statistics and affine parameters; eval mode."""
+    g = torch.Generator().manual_seed(7)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
+
+
+@pytest.fixture
+def randomize_bn():
+    """randomize_bn(model) -> model with random BN statistics, in eval mode (a lost statistic shows)."""
+    return _randomize_bn

@@ -18,17 +18,6 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 needs_interpreter = pytest.mark.skipif(not INTERPRET, reason="needs TRITON_INTERPRET=1 (CPU machines)")
 
 
-def randomize_bn(model):
-    g = torch.Generator().manual_seed(3)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.uniform_(0.5, 1.5, generator=g)
-            m.bias.data.normal_(0, 0.1, generator=g)
-    return model.eval()
-
-
 def call(model, x, scale):
     with torch.no_grad():
         return model(x, scale) if scale is not None else model(x)
@@ -43,7 +32,7 @@ TORCH_CASES = [("edsr-baseline-x2", None), ("edsr-baseline-x3", None), ("edsr-ba
 # (dtype fp32, atol 2e-3 on a 0-255 output, rtol 0): the folds (res_scale, BN, mean shifts) are computed in
 # float64 but stored as fp32, and oneDNN's fused kernels sum in another order than the reference's convs.
 @pytest.mark.parametrize("name,scale", TORCH_CASES)
-def test_torch_backend_matches_reference(name, scale, make_image):
+def test_torch_backend_matches_reference(name, scale, make_image, randomize_bn):
     torch.manual_seed(0)
     model = randomize_bn(create(name))
     engine = optimize(model)
@@ -74,7 +63,7 @@ def test_banded_tail_equals_one_band(scale, make_image):
     assert tail_receptive_field(scale) <= TAIL_HALO
 
 
-def test_reference_is_untouched(make_image):
+def test_reference_is_untouched(make_image, randomize_bn):
     model = randomize_bn(create("edsr-bn-baseline-x2"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     engine = optimize(model)
@@ -222,7 +211,7 @@ INTERPRET_NETS = [
 @needs_interpreter
 @pytest.mark.parametrize("precision,atol,rtol", INTERPRET_PRECISIONS)
 @pytest.mark.parametrize("config,scale", INTERPRET_NETS)
-def test_interpret_backend_matches_reference(config, scale, precision, atol, rtol, make_image):
+def test_interpret_backend_matches_reference(config, scale, precision, atol, rtol, make_image, randomize_bn):
     torch.manual_seed(0)
     model = randomize_bn(build(config))
     engine = optimize(model, backend="interpret", precision=precision)

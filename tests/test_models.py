@@ -118,18 +118,6 @@ def functional_forward(sd, config, x, scale):
     return conv(h, "add_mean")
 
 
-def randomize_bn(model):
-    """Give every BN layer non-trivial running statistics and affine parameters (eval mode)."""
-    g = torch.Generator().manual_seed(7)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model
-
-
 CASES = [(n, s) for n in preset_names() if not n.startswith("mdsr") for s in [None]] + [
     (n, s) for n in ("mdsr-baseline", "mdsr") for s in (2, 3, 4)
 ]
@@ -138,7 +126,7 @@ CASES = [(n, s) for n in preset_names() if not n.startswith("mdsr") for s in [No
 # (dtype, atol, rtol): fp32 throughout; both paths run the same conv kernels in the same order, so the only
 # difference allowed is reassociation inside oneDNN (the 80-block MDSR accumulates the most).
 @pytest.mark.parametrize("name,scale", CASES)
-def test_forward_matches_functional_reference(name, scale, make_image):
+def test_forward_matches_functional_reference(name, scale, make_image, randomize_bn):
     torch.manual_seed(0)
     model = randomize_bn(create(name)).eval()
     x = make_image(2, 7, 9)  # odd sizes, batch 2
