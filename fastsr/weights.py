@@ -30,8 +30,9 @@ def default_weights_path(root: str | Path | None = None) -> Path:
     path, digest_file = root / DEFAULT_WEIGHTS, root / (DEFAULT_WEIGHTS + ".sha256")
     if not path.is_file() or not digest_file.is_file():
         raise DefaultWeightsMissing(
-            "fastsr has no bundled default weights yet (they are being trained); pass a checkpoint with "
-            "--model PATH / model=PATH (official EDSR-PyTorch, BasicSR or fastsr .pt/.pth/.safetensors)"
+            f"fastsr has no bundled default weights in {root} (missing {DEFAULT_WEIGHTS} or its .sha256); "
+            "pass a checkpoint with --model PATH / model=PATH (official EDSR-PyTorch, BasicSR or fastsr "
+            ".pt/.pth/.safetensors)"
         )
     expected = digest_file.read_text().split()[0]
     actual = hashlib.sha256(path.read_bytes()).hexdigest()

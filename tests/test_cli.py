@@ -54,7 +54,7 @@ def test_upscale_example_with_default_weights_or_clear_error(tmp_path):
         default_weights_path()
     except DefaultWeightsMissing:
         assert result.returncode == 2
-        assert "no bundled default weights yet" in result.stderr
+        assert "no bundled default weights" in result.stderr
         assert "Traceback" not in result.stderr
         assert list(tmp_path.iterdir()) == []
     else:

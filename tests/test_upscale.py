@@ -275,7 +275,7 @@ def test_default_model_uses_the_bundled_weights(monkeypatch, checkpoint, model):
 
 def test_missing_default_weights_is_a_clear_error(monkeypatch):
     def missing():
-        raise DefaultWeightsMissing("fastsr has no bundled default weights yet (they are being trained)")
+        raise DefaultWeightsMissing("fastsr has no bundled default weights in this installation")
 
     monkeypatch.setattr(fastsr.weights, "default_weights_path", missing)
     with pytest.raises(DefaultWeightsMissing, match="no bundled default weights"):
