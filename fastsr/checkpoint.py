@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._errors import MAX_DETAIL_CHARS, first_line
 from ._version import __version__
 from .models.config import EDSRConfig, MDSRConfig, config_from_dict, config_from_name, preset_names
 from .models.networks import EDSR, MDSR, build
@@ -70,12 +71,6 @@ def _is_safetensors(path: Path) -> bool:
     return int.from_bytes(head[:8], "little") < path.stat().st_size
 
 
-def _first_line(e: BaseException, limit: int = 300) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    text = text[:limit]
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
 def _read_file(path: Path) -> tuple[Any, dict[str, str]]:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -89,14 +84,14 @@ def _read_file(path: Path) -> tuple[Any, dict[str, str]]:
                 metadata = dict(f.metadata() or {})
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"cannot read {path} as safetensors: {_first_line(e)}") from e
+            raise CheckpointError(f"cannot read {path} as safetensors: {first_line(e)}") from e
         return tensors, metadata
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's message is a long advert for weights_only=False; the cause follows "WeightsUnpickler error:".
         found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
-        detail = found.group(1).strip()[:300] if found else _first_line(e)
+        detail = found.group(1).strip()[:MAX_DETAIL_CHARS] if found else first_line(e)
         if "global" in detail.lower():
             raise CheckpointError(
                 f"cannot read {path}: the pickle references code ({detail}). fastsr loads checkpoints with "
@@ -106,7 +101,7 @@ def _read_file(path: Path) -> tuple[Any, dict[str, str]]:
         raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint (corrupt or not a checkpoint): {detail}") from e
     except Exception as e:  # torch raises RuntimeError, EOFError, ValueError, ... for corrupt files
         raise CheckpointError(
-            f"cannot read {path} as a PyTorch checkpoint (truncated or not a checkpoint?): {_first_line(e)}"
+            f"cannot read {path} as a PyTorch checkpoint (truncated or not a checkpoint?): {first_line(e)}"
         ) from e
     return obj, {}
 

@@ -26,21 +26,12 @@ import torch
 
 from .engine import OptimizedSR, optimize
 from .ensemble import self_ensemble
+from .imageio import read_pixels
 from .metrics import psnr, ssim
 from .models import MDSR
 from .resize import imresize, modcrop
 
 BENCHMARK_SETS = ("Set5", "Set14", "B100")
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """A PNG as stored: HxW uint8 for gray, HxWx3 uint8 for colour (alpha and palettes resolved)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        if im.mode in ("L", "I;16", "I", "F", "LA"):
-            return np.asarray(im.convert("L"))
-        return np.asarray(im.convert("RGB"))
 
 
 def benchmark_pairs(set_dir: str | os.PathLike, scale: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
@@ -53,9 +44,9 @@ def benchmark_pairs(set_dir: str | os.PathLike, scale: int) -> Iterator[tuple[st
     if not paths:
         raise FileNotFoundError(f"no PNG images in {hr_dir}")
     for hr_path in paths:
-        hr = read_image(hr_path)
+        hr = read_pixels(hr_path)
         lr_path = set_dir / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}.png"
-        lr = read_image(lr_path) if lr_path.is_file() else imresize(modcrop(hr, scale), 1 / scale)
+        lr = read_pixels(lr_path) if lr_path.is_file() else imresize(modcrop(hr, scale), 1 / scale)
         yield hr_path.stem, lr, hr[: lr.shape[0] * scale, : lr.shape[1] * scale]
 
 
@@ -131,10 +122,8 @@ def evaluate(
         if not (data / name / "HR").is_dir():
             raise FileNotFoundError(f"benchmark set {name!r} not found: no {data / name / 'HR'}")
     if model is not None:
-        missing = [s for s in scales if s not in model.config.scales]
-        if missing:
-            raise ValueError(f"the model has no x{missing[0]}; it upscales by "
-                             + ", ".join(f"x{s}" for s in model.config.scales))
+        for s in scales:
+            model.config.require_scale(s)
     rows: dict[str, object] = {}
     if bicubic_row:
         rows["bicubic"] = bicubic

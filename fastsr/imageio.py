@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ._errors import first_line
+
 # 40 megapixels per image: above any camera or 8K video frame (33 MP), below Pillow's own bomb warning
 # (89 MP). See the module docstring.
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -87,11 +89,6 @@ def _pil_limit(max_pixels: int | None) -> Iterator[None]:
             yield
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
-
-
 def _normalise_mode(im, path: Path):
     import numpy as np
     from PIL import Image
@@ -128,7 +125,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_
         except Image.DecompressionBombError as e:
             raise ValueError(f"image {path} is over the pixel limit: {e}") from e
         except Exception as e:  # decoders raise OSError, SyntaxError, EOFError, struct.error, ... for bad files
-            raise ValueError(f"cannot read image {path}: {_first_line(e)}") from e
+            raise ValueError(f"cannot read image {path}: {first_line(e)}") from e
         with im:
             width, height = im.size
             check_pixel_limit(height, width, max_pixels, f"image {path}")
@@ -137,7 +134,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_
             try:
                 im.load()
             except Exception as e:  # truncated or corrupt data
-                raise ValueError(f"cannot read image {path}: {_first_line(e)}") from e
+                raise ValueError(f"cannot read image {path}: {first_line(e)}") from e
             fmt, icc = im.format, im.info.get("icc_profile")
             try:
                 out = ImageOps.exif_transpose(im)  # a copy, detached from the file
@@ -148,6 +145,21 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_
     if icc:
         out.info["icc_profile"] = icc
     return out
+
+
+def read_pixels(path: str | os.PathLike, *, gray: bool = True, max_pixels: int | None = None):
+    """An image file's 8-bit pixels as a numpy array, for evaluation and training data.
+
+    A gray image (L, LA, 16-bit gray) gives ``HxW`` uint8 when ``gray`` is true; anything else, or every
+    image when ``gray`` is false, gives ``HxWx3`` uint8 RGB (alpha dropped, palettes resolved). Errors as
+    :func:`read_image`.
+    """
+    import numpy as np
+
+    im = read_image(path, max_pixels=max_pixels)
+    if gray and (im.mode in ("L", "LA") or im.mode.startswith("I;16")):
+        return np.asarray(im.convert("L"))
+    return np.asarray(im.convert("RGB"))
 
 
 def format_for_path(path: str | os.PathLike) -> str:

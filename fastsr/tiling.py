@@ -69,21 +69,13 @@ def _config_of(config_or_model: Any) -> EDSRConfig | MDSRConfig:
     return config
 
 
-def _check_model_scale(config: EDSRConfig | MDSRConfig, scale: Any) -> int:
-    if isinstance(scale, bool) or not isinstance(scale, int):
-        raise TypeError(f"scale must be an int, got {type(scale).__name__} {scale!r}")
-    if scale not in config.scales:
-        raise ValueError(f"the model has no x{scale}; it upscales by " + ", ".join(f"x{s}" for s in config.scales))
-    return scale
-
-
 def receptive_field(config: Any, scale: int) -> int:
     """The halo (input pixels, rounded up) that makes tiling exact for ``config`` (or a model) at ``scale``.
 
     EDSR-baseline 36, EDSR 68, MDSR-baseline 44, MDSR 172 (see the module docstring for the sum).
     """
     config = _config_of(config)
-    _check_model_scale(config, scale)
+    config.require_scale(scale)
     # Convs at input resolution: head (3x3), two 3x3 per residual block, the body's closing conv.
     radius = Fraction(1 + 2 * config.n_resblocks + 1)
     if isinstance(config, MDSRConfig):
@@ -167,7 +159,7 @@ def activation_bytes_per_pixel(config: Any, scale: int, element_size: int = 4) -
     against 280.
     """
     config = _config_of(config)
-    _check_model_scale(config, scale)
+    config.require_scale(scale)
     f = config.n_feats
     peak = 6 * f  # the body
     area = 1  # output pixels per input pixel at the current stage

@@ -36,12 +36,11 @@ from tqdm import tqdm
 from .checkpoint import TRAIN_FORMAT_TAG as TRAIN_FORMAT
 from .checkpoint import read_state_dict, save
 from .evaluate import score, super_resolve
+from .imageio import IMAGE_EXTENSIONS, read_pixels
 from .models import MDSR, build, config_from_dict, config_from_name
 from .resize import imresize, modcrop
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 @dataclass(kw_only=True)
@@ -91,17 +90,10 @@ def find_images(folders: Sequence[str | os.PathLike]) -> list[Path]:
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"training data folder not found: {folder}")
-        paths += sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths += sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not paths:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {', '.join(map(str, folders))}")
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {', '.join(map(str, folders))}")
     return paths
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 class PatchSampler:
@@ -221,7 +213,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
     elif options.init_from:
         _init_from(model, options.init_from)
 
-    hr_images = [read_rgb(p) for p in find_images(options.data)]
+    hr_images = [read_pixels(p, gray=False) for p in find_images(options.data)]
     sampler = PatchSampler(hr_images, config.scales, options.patch_size)
     log.info("training %s on %d images, scales %s", options.model, len(hr_images), config.scales)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(options.amp or "")

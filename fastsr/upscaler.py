@@ -63,7 +63,6 @@ from .imageio import DEFAULT_MAX_PIXELS, check_pixel_limit
 from .models import EDSR, MDSR
 from .models.config import preset_names
 from .tiling import (
-    _check_model_scale,
     activation_bytes_per_pixel,
     auto_tile_size,
     memory_budget,
@@ -357,7 +356,7 @@ class Upscaler:
 
     def check_scale(self, scale: int) -> int:
         """``scale`` if the model has it; TypeError / ValueError ("the model has no x3; ...") otherwise."""
-        return _check_model_scale(self.model.config, scale)
+        return self.model.config.require_scale(scale)
 
     def receptive_field(self, scale: int) -> int:
         """The exact-mode halo at ``scale`` (input pixels)."""

@@ -182,8 +182,13 @@ def test_bad_inputs_and_scales(make_image):
     x = make_image(1, 4, 4)
     with pytest.raises(TypeError, match="needs the scale"):
         engine(x)
-    with pytest.raises(ValueError, match=r"no x3; its scales are \(2, 4\)"):
+    with pytest.raises(ValueError, match="the model has no x3; it upscales by x2, x4"):
         engine(x, 3)
+    single = optimize(build(EDSRConfig(n_resblocks=1, n_feats=8, scale=2)).eval())
+    with pytest.raises(ValueError, match="the model has no x3; it upscales by x2"):
+        single(x, 3)
+    with pytest.raises(TypeError, match="scale must be an int"):
+        single(x, 2.0)
     with pytest.raises(ValueError, match="3 channels"):
         engine(torch.zeros(1, 4, 4, 4), 2)
     with pytest.raises(TypeError, match="floating-point"):

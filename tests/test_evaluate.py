@@ -105,3 +105,25 @@ def test_ensemble_option_of_super_resolve():
     with torch.no_grad():
         expected = self_ensemble(model, x).clamp(0, 255).round()[0].permute(1, 2, 0).to(torch.uint8).numpy()
     assert np.array_equal(super_resolve(model, lr, 2, ensemble=True), expected)
+
+
+def test_read_pixels_keeps_gray_and_drops_alpha(tmp_path):
+    from fastsr.imageio import read_pixels
+
+    rgb = example_image(9, 7)
+    gray = rgb[..., 1]
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    Image.fromarray(gray).convert("LA").save(tmp_path / "la.png")
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])).save(tmp_path / "rgba.png")
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(tmp_path / "p.png")
+    assert np.array_equal(read_pixels(tmp_path / "g.png"), gray)
+    assert np.array_equal(read_pixels(tmp_path / "la.png"), gray)
+    assert np.array_equal(read_pixels(tmp_path / "g.png", gray=False), np.dstack([gray] * 3))  # training: RGB
+    assert np.array_equal(read_pixels(tmp_path / "rgba.png"), rgb)
+    with Image.open(tmp_path / "p.png") as im:
+        assert np.array_equal(read_pixels(tmp_path / "p.png"), np.asarray(im.convert("RGB")))
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    with pytest.raises(ValueError, match="cannot read image .*bad.png"):
+        read_pixels(tmp_path / "bad.png")
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        read_pixels(tmp_path / "missing.png")

@@ -135,11 +135,7 @@ class OptimizedSR(nn.Module):
     def _scale(self, scale: int | None) -> int:
         if scale is None:
             return self.config.scales[0]
-        if isinstance(scale, bool) or not isinstance(scale, int):
-            raise TypeError(f"scale must be an int, got {type(scale).__name__} {scale!r}")
-        if scale not in self.runners:
-            raise ValueError(f"this model has no x{scale}; its scales are {self.config.scales}")
-        return scale
+        return self.config.require_scale(scale)
 
     def run(self, x: torch.Tensor, scale: int | None = None) -> torch.Tensor:
         """NCHW float in [0, rgb_range] -> NCHW float, in the input's dtype (the reference contract)."""
@@ -161,8 +157,8 @@ class OptimizedSR(nn.Module):
             if self.source == "edsr-pytorch":
                 return self.run(x, self.config.scales[self.scale_idx])
             raise TypeError("MDSR.forward needs the scale: model(x, scale)")
-        if not self.multi_scale and scale is not None and scale != self.config.scales[0]:
-            raise ValueError(f"this model upscales by x{self.config.scales[0]}, not x{scale}")
+        if not self.multi_scale and scale is not None:
+            self.config.require_scale(scale)
         return self.run(x, scale)
 
     def activation_bytes(self, n: int, height: int, width: int, scale: int | None = None) -> int:

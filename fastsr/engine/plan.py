@@ -158,8 +158,7 @@ def lower(model: EDSR | MDSR, scale: int) -> Plan:
     if model.training and any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
         raise ValueError("the model has BatchNorm layers in training mode; call model.eval() before optimize()")
     config = model.config
-    if scale not in config.scales:
-        raise ValueError(f"the model has no x{scale}; its scales are {config.scales}")
+    config.require_scale(scale)
     plan = Plan(arch=config.arch, scale=scale, n_feats=config.n_feats, n_colors=config.n_colors,
                 rgb_range=config.rgb_range)
     ops: list[ConvOp] = []

@@ -109,6 +109,16 @@ class _BaseConfig:
             raise TypeError(f"{type(self).__name__} has no field(s) {sorted(unknown)}")
         return dataclasses.replace(self, **changes)
 
+    def require_scale(self, scale: Any) -> int:
+        """``scale`` if the model has it; TypeError for a non-int, ValueError ("the model has no x3; it
+        upscales by x2") for a scale it has no branch for. The one scale check of models, engine and API."""
+        if isinstance(scale, bool) or not isinstance(scale, int):
+            raise TypeError(f"scale must be an int, got {type(scale).__name__} {scale!r}")
+        if scale not in self.scales:  # type: ignore[attr-defined]
+            raise ValueError(f"the model has no x{scale}; it upscales by "
+                             + ", ".join(f"x{s}" for s in self.scales))  # type: ignore[attr-defined]
+        return scale
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict that :func:`config_from_dict` turns back into an equal config."""
         d = dataclasses.asdict(self)

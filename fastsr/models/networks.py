@@ -97,12 +97,8 @@ class MDSR(_SRNet):
         self.tail = nn.Sequential(conv(f, config.n_colors, 3))
 
     def scale_index(self, scale: int) -> int:
-        if isinstance(scale, bool) or not isinstance(scale, int):
-            raise TypeError(f"scale must be an int, got {type(scale).__name__} {scale!r}")
-        try:
-            return self.config.scales.index(scale)
-        except ValueError:
-            raise ValueError(f"this MDSR has no x{scale} branch; its scales are {self.config.scales}") from None
+        """The branch index of ``scale`` (TypeError / ValueError for a scale this MDSR has no branch for)."""
+        return self.config.scales.index(self.config.require_scale(scale))
 
     def forward(self, x: torch.Tensor, scale: int) -> torch.Tensor:
         k = self.scale_index(scale)
