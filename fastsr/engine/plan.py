@@ -223,3 +223,18 @@ def tail_receptive_field(scale: int) -> float:
         res *= r
         radius += 1.0 / res
     return radius
+
+
+class Runner:
+    """The part of a backend's plan executor that both backends share: plan, device, dtype, band size."""
+
+    def __init__(self, plan: Plan, device: torch.device, dtype: torch.dtype, *,
+                 band_budget_bytes: int | None = None) -> None:
+        self.plan = plan
+        self.device = device
+        self.dtype = dtype
+        self.band_budget_bytes = band_budget_bytes
+
+    def band_rows(self, height: int, width: int) -> int:
+        """Rows of the tail's row bands for a ``height x width`` input (within ``band_budget_bytes``)."""
+        return self.plan.band_rows(height, width, self.band_budget_bytes, self.dtype.itemsize)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .plan import IMAGE, OUT, SKIP, TAIL_HALO, ConvOp, Plan
+from .plan import IMAGE, OUT, SKIP, TAIL_HALO, ConvOp, Plan, Runner
 
 _CL = torch.channels_last
 
@@ -82,21 +82,15 @@ class _Conv:
         return mk._convolution_pointwise.binary(x, residual, self.weight, self.bias, *args, "add", 1.0, None, [], None)
 
 
-class TorchRunner:
+class TorchRunner(Runner):
     """Executes a plan: the trunk over whole LR maps, then the tail in row bands of the body output."""
 
     def __init__(self, plan: Plan, device: torch.device, dtype: torch.dtype, *, band_budget_bytes: int | None = None) -> None:
-        self.plan = plan
-        self.device = device
-        self.dtype = dtype
-        self.band_budget_bytes = band_budget_bytes
+        super().__init__(plan, device, dtype, band_budget_bytes=band_budget_bytes)
         fused = device.type == "cpu" and dtype == torch.float32 and mkldnn_fusion_available()
         self.fused = fused
         self.trunk = [_Conv(op, device, dtype, fused) for op in plan.trunk]
         self.tail = [_Conv(op, device, dtype, fused) for op in plan.tail]
-
-    def band_rows(self, height: int, width: int) -> int:
-        return self.plan.band_rows(height, width, self.band_budget_bytes, self.dtype.itemsize)
 
     @torch.no_grad()  # not inference_mode: the output must be an ordinary tensor, as the reference's
     def __call__(self, image: torch.Tensor, *, quantize: bool = False) -> torch.Tensor:

@@ -10,27 +10,21 @@ from __future__ import annotations
 
 import torch
 
-from .plan import IMAGE, SKIP, TAIL_HALO, T, X, Plan
+from .plan import IMAGE, SKIP, TAIL_HALO, T, X, Plan, Runner
 
 
-class TritonRunner:
+class TritonRunner(Runner):
     def __init__(self, plan: Plan, device: torch.device, dtype: torch.dtype, *, band_budget_bytes: int | None = None) -> None:
         from ..kernels import conv as kernels  # lazily: Triton is only needed here
 
+        super().__init__(plan, device, dtype, band_budget_bytes=band_budget_bytes)
         self.kernels = kernels
-        self.plan = plan
-        self.device = device
-        self.dtype = dtype
-        self.band_budget_bytes = band_budget_bytes
         self.ops = [
             (op, kernels.pack_weight(op.weight, dtype).to(device), op.bias.to(device),
              None if op.in_shift is None else op.in_shift.to(device))
             for op in plan.ops()
         ]
         self.n_trunk = len(plan.trunk)
-
-    def band_rows(self, height: int, width: int) -> int:
-        return self.plan.band_rows(height, width, self.band_budget_bytes, self.dtype.itemsize)
 
     def _launch(self, entry, src: torch.Tensor, out: torch.Tensor, residual=None, **kw) -> None:
         op, w, b, shift = entry
