@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
 import fastsr
+from fastsr.evaluate import evaluate
 from fastsr.models import MDSRConfig, build
 from fastsr.weights import DEFAULT_WEIGHTS, DefaultWeightsMissing, default_weights_path, write_bundle
 
@@ -40,3 +44,30 @@ def test_shipped_bundle_if_present_is_valid():
         pytest.skip("no default weights bundled in this checkout")
     model = fastsr.load(path)
     assert model.config.scales == (2, 3, 4) and model.config.n_resblocks == 16
+
+
+def _readme_default_weights_table() -> dict[tuple[str, int], tuple[tuple[float, float], tuple[float, float]]]:
+    """``{(set, scale): ((bicubic PSNR, SSIM), (fastsr PSNR, SSIM))}`` from the README's Default weights table."""
+    text = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Default weights", 1)[1].split("\n## ", 1)[0]
+    number = r"(\d+\.\d+) / (\d\.\d+)"
+    rows = re.findall(rf"^\| (\w+) \| x(\d) \| {number} \| {number} \|$", section, flags=re.M)
+    return {(name, int(s)): ((float(a), float(b)), (float(c), float(d))) for name, s, a, b, c, d in rows}
+
+
+def test_readme_table_is_what_fastsr_eval_gives_for_the_shipped_weights(data_dir):
+    """The README's table for the bundled model, recomputed (about a minute and a half on 2 CPU cores)."""
+    try:
+        path = default_weights_path()
+    except DefaultWeightsMissing:
+        pytest.skip("no default weights bundled in this checkout")
+    table = _readme_default_weights_table()
+    assert set(table) == {(name, s) for name in ("Set5", "Set14", "B100") for s in (2, 3, 4)}
+    results = evaluate(data_dir, ("Set5", "Set14", "B100"), (2, 3, 4), model=fastsr.load(path))
+    for (name, s), rows in table.items():
+        for row, (psnr, ssim) in zip(("bicubic", "model"), rows):
+            got = results[row][name][s]
+            # The README shows 2 decimals of PSNR and 4 of SSIM: rounding, plus float-summation order across
+            # CPUs, keeps a correct table within these.
+            assert got.psnr == pytest.approx(psnr, abs=0.006), (row, name, s)
+            assert got.ssim == pytest.approx(ssim, abs=6e-5), (row, name, s)
