@@ -11,7 +11,12 @@ import torch
 import fastsr
 from fastsr.evaluate import evaluate
 from fastsr.models import MDSRConfig, build
-from fastsr.weights import DEFAULT_WEIGHTS, DefaultWeightsMissing, default_weights_path, write_bundle
+from fastsr.weights import (
+    DEFAULT_WEIGHTS,
+    DefaultWeightsMissing,
+    default_weights_path,
+    write_bundle,
+)
 
 
 def test_bundle_round_trip_and_checksum(tmp_path):
@@ -51,7 +56,7 @@ def _readme_default_weights_table() -> dict[tuple[str, int], tuple[tuple[float, 
     text = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     section = text.split("## Default weights", 1)[1].split("\n## ", 1)[0]
     number = r"(\d+\.\d+) / (\d\.\d+)"
-    rows = re.findall(rf"^\| (\w+) \| x(\d) \| {number} \| {number} \|$", section, flags=re.M)
+    rows = re.findall(rf"^\| (\w+) \| x(\d) \| {number} \| {number} \|$", section, flags=re.MULTILINE)
     return {(name, int(s)): ((float(a), float(b)), (float(c), float(d))) for name, s, a, b, c, d in rows}
 
 
