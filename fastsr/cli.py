@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-dir", help="benchmark set folder for validation PSNR (e.g. .../Set5)")
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--amp", choices=["bf16", "fp16"], help="CUDA autocast dtype")
+    p.add_argument("--amp", choices=["bf16", "fp16"],
+                   help="autocast dtype: bf16 (CUDA, or a CPU with bf16 instructions) or fp16 (CUDA)")
     p.add_argument("--init-from", help="checkpoint to start from (all but the upsampler)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--threads", type=int, help="torch CPU threads")

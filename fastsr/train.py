@@ -58,7 +58,7 @@ class TrainOptions:
     val_dir: str | None = None  # a benchmark set folder with HR/ (and LR_bicubic/), e.g. Set5
     val_every: int = 500
     device: str = "cpu"
-    amp: str | None = None  # None, "bf16" or "fp16" (CUDA autocast)
+    amp: str | None = None  # autocast: None, "bf16" (CUDA or a CPU with bf16 instructions) or "fp16"
     init_from: str | None = None  # checkpoint whose non-upsampler weights start the run
     resume: bool = False
     threads: int | None = None  # torch CPU threads (None: torch's default)

@@ -62,6 +62,18 @@ def test_resume_equals_uninterrupted_run(images, tmp_path):
         train(options(images, tmp_path / "split", steps=5))
 
 
+def test_bf16_autocast_on_cpu_keeps_fp32_weights_and_can_switch_on_resume(images, tmp_path):
+    fp32 = train(options(images, tmp_path / "fp32", steps=1))
+    bf16 = train(options(images, tmp_path / "bf16", steps=1, amp="bf16"))
+    # Same weights and batch: the first loss differs only by the bf16 forward (8-bit mantissa: ~0.4% per op).
+    assert bf16["loss"] != fp32["loss"] and bf16["loss"] == pytest.approx(fp32["loss"], rel=0.05)
+    train(options(images, tmp_path / "fp32", steps=3, amp="bf16", resume=True))  # fp32 run continued in bf16
+    model = fastsr.load(tmp_path / "fp32" / "checkpoint.pt")
+    assert all(v.dtype == torch.float32 for v in model.state_dict().values())
+    log = [json.loads(line) for line in (tmp_path / "fp32" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in log)
+
+
 def test_only_the_drawn_scale_branch_is_updated(images, tmp_path):
     train(options(images, tmp_path / "run", steps=1, seed=0))
     record = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
