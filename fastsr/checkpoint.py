@@ -36,10 +36,16 @@ from torch import nn
 
 from ._errors import MAX_DETAIL_CHARS, first_line
 from ._version import __version__
-from .models.config import EDSRConfig, MDSRConfig, config_from_dict, config_from_name, preset_names
+from .models.config import (
+    EDSRConfig,
+    MDSRConfig,
+    config_from_dict,
+    config_from_name,
+    preset_names,
+)
 from .models.networks import EDSR, MDSR, build
 
-__all__ = ["CheckpointError", "load", "save", "read_state_dict", "infer_config"]
+__all__ = ["CheckpointError", "load", "save", "read_state_dict", "read_info", "infer_config"]
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +168,24 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> tuple[dict
         raise TypeError(f"expected a path or a state dict, got {type(source).__name__}")
     state, config, _ = _unwrap(obj, metadata)
     return state, config
+
+
+def read_info(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``info`` dict a fastsr checkpoint was saved with (see :func:`save`); ``{}`` when it has none.
+
+    Raises FileNotFoundError for a missing path and :class:`CheckpointError` for an unreadable file.
+    """
+    obj, metadata = _read_file(Path(path))
+    text = metadata.get("info") if metadata else obj.get("info") if isinstance(obj, Mapping) else None
+    if text is None:
+        return {}
+    try:
+        info = json.loads(text)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable info ({first_line(e)})") from e
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{path}: info must be a JSON object, got {type(info).__name__}")
+    return info
 
 
 # ------------------------------------------------------------------------------------- layout detection
@@ -401,16 +425,26 @@ def load(source: str | os.PathLike | Mapping[str, Any], *, arch: str | None = No
 # ----------------------------------------------------------------------------------------------- saving
 
 
-def save(model: EDSR | MDSR, path: str | os.PathLike, *, dtype: torch.dtype | None = None) -> Path:
+def save(model: EDSR | MDSR, path: str | os.PathLike, *, dtype: torch.dtype | None = None,
+         info: Mapping[str, Any] | None = None) -> Path:
     """Write ``model`` as a fastsr checkpoint that carries its config; ``.safetensors`` or torch format.
 
-    ``dtype`` (e.g. ``torch.float16``) casts the floating-point weights. The file is written to a temporary
-    name and renamed, so an interrupted save never leaves a half-written checkpoint at ``path``.
+    ``dtype`` (e.g. ``torch.float16``) casts the floating-point weights. ``info`` (a JSON-serialisable dict:
+    training steps, data, ...) is stored beside the config and read back by :func:`read_info`. The file is
+    written to a temporary name and renamed, so an interrupted save never leaves a half-written checkpoint.
     """
     if not isinstance(model, (EDSR, MDSR)):
         raise TypeError(f"save expects a fastsr EDSR or MDSR module, got {type(model).__name__}")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    info_json = None
+    if info is not None:
+        if not isinstance(info, Mapping):
+            raise TypeError(f"info must be a dict, got {type(info).__name__}")
+        try:
+            info_json = json.dumps(dict(info), allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"info must be JSON-serialisable: {e}") from e
     path = Path(path)
     state = {
         k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
@@ -425,10 +459,15 @@ def save(model: EDSR | MDSR, path: str | os.PathLike, *, dtype: torch.dtype | No
 
             metadata = {"format": FORMAT_TAG, "format_version": str(FORMAT_VERSION),
                         "fastsr_version": __version__, "config": json.dumps(config)}
+            if info_json is not None:
+                metadata["info"] = info_json
             save_file(state, tmp, metadata=metadata)
         else:
-            torch.save({"format": FORMAT_TAG, "format_version": FORMAT_VERSION, "fastsr_version": __version__,
-                        "config": config, "state_dict": state}, tmp)
+            obj = {"format": FORMAT_TAG, "format_version": FORMAT_VERSION, "fastsr_version": __version__,
+                   "config": config, "state_dict": state}
+            if info_json is not None:
+                obj["info"] = info_json
+            torch.save(obj, tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

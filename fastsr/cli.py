@@ -23,8 +23,13 @@ class UsageError(Exception):
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
     from .system import info
-    from .weights import DefaultWeightsMissing, default_weights_path
+    from .weights import (
+        DefaultWeightsMissing,
+        default_weights_info,
+        default_weights_path,
+    )
 
     data = info()
     width = max(len(k) for k in data)
@@ -38,8 +43,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"  {b.name:<10} {'yes' if b.available else 'no ':<4} {b.reason}")
     try:
         print(f"default weights: {default_weights_path()}")
+        provenance = default_weights_info()
     except DefaultWeightsMissing as e:
         print(f"default weights: none ({e})")
+        return 0
+    except CheckpointError as e:
+        raise UsageError(f"the bundled weights are unreadable: {e}") from e
+    if "trained_steps" in provenance:
+        print(f"  trained {provenance['trained_steps']:,} steps on {' + '.join(provenance.get('train_data', []))} "
+              f"({provenance.get('train_images', '?')} images), batch {provenance.get('batch_size', '?')}, "
+              f"{provenance.get('patch_size', '?')}px LR patches")
+    if "notes" in provenance:
+        print(f"  {provenance['notes']}")
     return 0
 
 

@@ -2,14 +2,19 @@
 (T91 + BSD200; never on the evaluation sets).
 
 The weights ship inside the package (``fastsr/weights/``) as an fp16 fastsr safetensors file with a SHA-256
-checksum beside it; nothing is downloaded. :func:`write_bundle` makes both from a trained model.
+checksum beside it; nothing is downloaded. :func:`write_bundle` makes both from a trained model, and
+:func:`bundle_run` from a ``fastsr train`` run folder, recording its provenance (steps, data, recipe) in the
+file, where :func:`default_weights_info` and ``fastsr info`` read it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -41,13 +46,52 @@ def default_weights_path(root: str | Path | None = None) -> Path:
     return path
 
 
-def write_bundle(model, root: str | Path) -> Path:
-    """Save ``model`` as the default weights in ``root`` (fp16 safetensors + ``.sha256``); returns the path."""
+def write_bundle(model, root: str | Path, *, info: Mapping[str, Any] | None = None) -> Path:
+    """Save ``model`` as the default weights in ``root`` (fp16 safetensors + ``.sha256``); returns the path.
+
+    ``info`` (JSON-serialisable) is stored in the file: how the weights were made.
+    """
     from .checkpoint import save
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    path = save(model, root / DEFAULT_WEIGHTS, dtype=torch.float16)
+    path = save(model, root / DEFAULT_WEIGHTS, dtype=torch.float16, info=info)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     (root / (DEFAULT_WEIGHTS + ".sha256")).write_text(f"{digest}  {DEFAULT_WEIGHTS}\n")
     return path
+
+
+def default_weights_info(root: str | Path | None = None) -> dict[str, Any]:
+    """The provenance stored in the bundled weights (``{}`` if none); DefaultWeightsMissing without them."""
+    from .checkpoint import read_info
+
+    return read_info(default_weights_path(root))
+
+
+def bundle_run(run: str | os.PathLike, root: str | Path, *, notes: str | None = None) -> Path:
+    """Bundle the model of a ``fastsr train`` run folder (its ``checkpoint.pt``) as the default weights.
+
+    The file records the run's step count, training folders and image count, batch and patch size, and
+    ``notes`` (free text: what the options of earlier sessions were, hardware, ...).
+    """
+    import json
+
+    from .checkpoint import TRAIN_FORMAT_TAG, CheckpointError, load
+    from .train import find_images
+
+    ckpt_path = Path(run) / "checkpoint.pt"
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, Mapping) or ckpt.get("format") != TRAIN_FORMAT_TAG:
+        raise CheckpointError(f"{ckpt_path} is not a fastsr train checkpoint")
+    options = json.loads(ckpt["options"])
+    info: dict[str, Any] = {
+        "trained_steps": int(ckpt["step"]),
+        "train_data": [Path(d).name for d in options["data"]],
+        "train_images": len(find_images(options["data"])),
+        "batch_size": options["batch_size"],
+        "patch_size": options["patch_size"],
+        "loss": "L1",
+    }
+    if notes:
+        info["notes"] = notes
+    return write_bundle(load(ckpt_path), root, info=info)

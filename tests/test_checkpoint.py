@@ -126,6 +126,24 @@ def test_save_is_atomic_and_checks_input(tmp_path):
         fastsr.save(reference("edsr-baseline-x2"), path, dtype=torch.int8)
 
 
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_info_round_trip(suffix, tmp_path, make_image):
+    from fastsr.checkpoint import read_info
+
+    model = build(MDSRConfig(n_resblocks=1, n_feats=8)).eval()
+    info = {"trained_steps": 1200, "train_data": ["T91", "BSD200"], "notes": "ünïcode ok"}
+    path = fastsr.save(model, tmp_path / f"m{suffix}", info=info)
+    assert read_info(path) == info
+    x = make_image(1, 5, 6)
+    assert torch.equal(fastsr.load(path)(x, 3), model(x, 3))  # info does not disturb loading
+    assert read_info(fastsr.save(model, tmp_path / f"plain{suffix}")) == {}
+    with pytest.raises(TypeError, match="info must be JSON-serialisable"):
+        fastsr.save(model, tmp_path / f"bad{suffix}", info={"steps": float("nan")})
+    with pytest.raises(TypeError, match="info must be a dict"):
+        fastsr.save(model, tmp_path / f"bad{suffix}", info=["steps"])
+    assert not (tmp_path / f"bad{suffix}").exists()
+
+
 # ------------------------------------------------------------------------------------------------ BasicSR
 
 

@@ -42,6 +42,31 @@ def test_missing_bundle_is_a_clear_error(tmp_path):
         default_weights_path(tmp_path)
 
 
+def test_bundle_run_records_provenance(tmp_path):
+    from PIL import Image
+
+    from fastsr.example import example_image
+    from fastsr.train import TrainOptions, train
+    from fastsr.weights import bundle_run, default_weights_info
+
+    data = tmp_path / "T3"
+    data.mkdir()
+    for i in range(3):
+        Image.fromarray(example_image(40, 44 + i)).save(data / f"{i}.png")
+    train(TrainOptions(model="mdsr-baseline", model_overrides=dict(n_resblocks=1, n_feats=8), data=(str(data),),
+                       out=str(tmp_path / "run"), steps=2, batch_size=2, patch_size=8, threads=1))
+    path = bundle_run(tmp_path / "run", tmp_path / "bundle", notes="a test run")
+    assert default_weights_path(tmp_path / "bundle") == path
+    assert default_weights_info(tmp_path / "bundle") == {
+        "trained_steps": 2, "train_data": ["T3"], "train_images": 3, "batch_size": 2, "patch_size": 8,
+        "loss": "L1", "notes": "a test run"}
+    run_model = fastsr.load(tmp_path / "run" / "checkpoint.pt")
+    assert torch.equal(fastsr.load(path).head[0].weight, run_model.head[0].weight.half().float())
+    with pytest.raises(fastsr.CheckpointError, match="not a fastsr train checkpoint"):
+        torch.save({"format": "other"}, tmp_path / "run" / "checkpoint.pt")
+        bundle_run(tmp_path / "run", tmp_path / "bundle2")
+
+
 def test_shipped_bundle_if_present_is_valid():
     try:
         path = default_weights_path()
