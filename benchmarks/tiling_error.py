@@ -58,8 +58,10 @@ def table(results: dict) -> str:
         rows = list(per_scale.values())
         fractions = [100 * r["differ_fraction"] for r in rows]
         differ = "< 0.005%" if max(fractions) < 0.005 else _span(fractions, "{:.2g}") + "%"
-        psnrs = [r["psnr"] for r in rows]
-        psnr = "identical" if all(math.isinf(p) for p in psnrs) else _span(psnrs, "{:.0f}") + " dB"
+        finite = [r["psnr"] for r in rows if math.isfinite(r["psnr"])]
+        psnr = "identical" if not finite else _span(finite, "{:.0f}") + " dB"
+        if finite and len(finite) < len(rows):
+            psnr += " (identical at some scales)"
         lines.append(f"| {h} | {_span([r['max_error'] for r in rows], '{}')} | {differ} | {psnr} |")
     return "\n".join(lines)
 
@@ -81,8 +83,9 @@ def main(argv: list[str] | None = None) -> None:
                       [int(h) for h in args.halos.split(",")], model)
     print(table(results))
     if args.json:
-        args.json.write_text(json.dumps({str(h): {str(s): r for s, r in v.items()} for h, v in results.items()},
-                                        indent=1))
+        strict = {str(h): {str(s): {k: (None if isinstance(x, float) and math.isinf(x) else x)  # JSON has no inf
+                                    for k, x in r.items()} for s, r in v.items()} for h, v in results.items()}
+        args.json.write_text(json.dumps(strict, indent=1, allow_nan=False))
 
 
 if __name__ == "__main__":

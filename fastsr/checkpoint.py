@@ -171,12 +171,18 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> tuple[dict
 
 
 def read_info(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``info`` dict a fastsr checkpoint was saved with (see :func:`save`); ``{}`` when it has none.
+    """The ``info`` dict a fastsr checkpoint was saved with (see :func:`save`); ``{}`` when it has none or is
+    not a fastsr file.
 
     Raises FileNotFoundError for a missing path and :class:`CheckpointError` for an unreadable file.
     """
     obj, metadata = _read_file(Path(path))
-    text = metadata.get("info") if metadata else obj.get("info") if isinstance(obj, Mapping) else None
+    if metadata.get("format") == FORMAT_TAG:
+        text = metadata.get("info")
+    elif isinstance(obj, Mapping) and obj.get("format") == FORMAT_TAG:
+        text = obj.get("info")
+    else:
+        return {}  # not a fastsr file: an "info" entry there is some other framework's
     if text is None:
         return {}
     try:

@@ -47,15 +47,26 @@ def _cmd_info(args: argparse.Namespace) -> int:
     except DefaultWeightsMissing as e:
         print(f"default weights: none ({e})")
         return 0
-    except CheckpointError as e:
-        raise UsageError(f"the bundled weights are unreadable: {e}") from e
-    if "trained_steps" in provenance:
-        print(f"  trained {provenance['trained_steps']:,} steps on {' + '.join(provenance.get('train_data', []))} "
-              f"({provenance.get('train_images', '?')} images), batch {provenance.get('batch_size', '?')}, "
-              f"{provenance.get('patch_size', '?')}px LR patches")
-    if "notes" in provenance:
-        print(f"  {provenance['notes']}")
+    except CheckpointError as e:  # the weights verified by checksum; only their description is unreadable
+        print(f"  (no readable provenance: {e})")
+        return 0
+    for line in _provenance_lines(provenance):
+        print(f"  {line}")
     return 0
+
+
+def _provenance_lines(info: dict) -> list[str]:
+    """``fastsr info``'s description of the bundled weights from their stored provenance (any JSON values)."""
+    lines = []
+    steps, data, images = info.get("trained_steps"), info.get("train_data"), info.get("train_images")
+    if isinstance(steps, int) and not isinstance(steps, bool):
+        on = " + ".join(map(str, data)) if isinstance(data, list) and data else "?"
+        count = f" ({images} images)" if isinstance(images, int) and not isinstance(images, bool) else ""
+        lines.append(f"trained {steps:,} steps on {on}{count}, batch {info.get('batch_size', '?')}, "
+                     f"{info.get('patch_size', '?')}px LR patches")
+    if isinstance(info.get("notes"), str):
+        lines.append(info["notes"])
+    return lines
 
 
 def _load_model(spec: str | None):

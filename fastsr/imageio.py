@@ -147,17 +147,20 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_
     return out
 
 
-def read_pixels(path: str | os.PathLike, *, gray: bool = True, max_pixels: int | None = None):
+def read_pixels(path: str | os.PathLike, *, gray: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS):
     """An image file's 8-bit pixels as a numpy array, for evaluation and training data.
 
     A gray image (L, LA, 16-bit gray) gives ``HxW`` uint8 when ``gray`` is true; anything else, or every
-    image when ``gray`` is false, gives ``HxWx3`` uint8 RGB (alpha dropped, palettes resolved). Errors as
-    :func:`read_image`.
+    image when ``gray`` is false, gives ``HxWx3`` uint8 RGB (alpha dropped, palettes resolved). 16-bit gray
+    is scaled to 8 bits as ``round(value / 257)``, as upscale scales uint16. Errors as :func:`read_image`.
     """
     import numpy as np
 
     im = read_image(path, max_pixels=max_pixels)
-    if gray and (im.mode in ("L", "LA") or im.mode.startswith("I;16")):
+    if im.mode.startswith("I;16"):
+        y = np.rint(np.asarray(im, dtype=np.float64) / 257).astype(np.uint8)  # 65535 / 257 = 255
+        return y if gray else np.repeat(y[..., None], 3, axis=2)
+    if gray and im.mode in ("L", "LA"):
         return np.asarray(im.convert("L"))
     return np.asarray(im.convert("RGB"))
 

@@ -213,7 +213,10 @@ def train(options: TrainOptions) -> dict[str, Any]:
     elif options.init_from:
         _init_from(model, options.init_from)
 
-    hr_images = [read_pixels(p, gray=False) for p in find_images(options.data)]
+    image_paths = find_images(options.data)
+    hr_images = [read_pixels(p, gray=False) for p in image_paths]
+    # What this session trains on, kept in the checkpoint (bundle_run records it with the weights).
+    data_record = {"train_data": [Path(d).name for d in options.data], "train_images": len(image_paths)}
     sampler = PatchSampler(hr_images, config.scales, options.patch_size)
     log.info("training %s on %d images, scales %s", options.model, len(hr_images), config.scales)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(options.amp or "")
@@ -230,7 +233,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
     def save_state() -> None:
         _atomic_torch_save({"format": TRAIN_FORMAT, "config": config.to_dict(), "model": model.state_dict(),
                             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                            "options": json.dumps(dataclasses.asdict(options))}, ckpt_path)
+                            "options": json.dumps(dataclasses.asdict(options)), "data": data_record}, ckpt_path)
         save(model, out / "model.safetensors")
 
     model.train()

@@ -71,27 +71,27 @@ def default_weights_info(root: str | Path | None = None) -> dict[str, Any]:
 def bundle_run(run: str | os.PathLike, root: str | Path, *, notes: str | None = None) -> Path:
     """Bundle the model of a ``fastsr train`` run folder (its ``checkpoint.pt``) as the default weights.
 
-    The file records the run's step count, training folders and image count, batch and patch size, and
-    ``notes`` (free text: what the options of earlier sessions were, hardware, ...).
+    The file records the run's step count, batch and patch size, the training folders' names and image
+    count as the checkpoint recorded them, and ``notes`` (free text: options of earlier sessions, hardware).
+    Raises FileNotFoundError without a checkpoint and CheckpointError for one that is not from fastsr train.
     """
     import json
 
-    from .checkpoint import TRAIN_FORMAT_TAG, CheckpointError, load
-    from .train import find_images
+    from .checkpoint import TRAIN_FORMAT_TAG, CheckpointError, _read_file, load
 
     ckpt_path = Path(run) / "checkpoint.pt"
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    ckpt, _ = _read_file(ckpt_path)
     if not isinstance(ckpt, Mapping) or ckpt.get("format") != TRAIN_FORMAT_TAG:
         raise CheckpointError(f"{ckpt_path} is not a fastsr train checkpoint")
-    options = json.loads(ckpt["options"])
-    info: dict[str, Any] = {
-        "trained_steps": int(ckpt["step"]),
-        "train_data": [Path(d).name for d in options["data"]],
-        "train_images": len(find_images(options["data"])),
-        "batch_size": options["batch_size"],
-        "patch_size": options["patch_size"],
-        "loss": "L1",
-    }
+    try:
+        options = json.loads(ckpt["options"])
+        info: dict[str, Any] = {"trained_steps": int(ckpt["step"]), "batch_size": int(options["batch_size"]),
+                                "patch_size": int(options["patch_size"]), "loss": "L1"}
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{ckpt_path}: incomplete fastsr train checkpoint ({e!r})") from e
+    data = ckpt.get("data")
+    if isinstance(data, Mapping):  # recorded by fastsr train since 0.1.0's provenance change
+        info.update({k: data[k] for k in ("train_data", "train_images") if k in data})
     if notes:
         info["notes"] = notes
     return write_bundle(load(ckpt_path), root, info=info)

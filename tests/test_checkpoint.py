@@ -144,6 +144,20 @@ def test_info_round_trip(suffix, tmp_path, make_image):
     assert not (tmp_path / f"bad{suffix}").exists()
 
 
+def test_read_info_ignores_other_frameworks_info(tmp_path):
+    from fastsr.checkpoint import read_info
+
+    sd = reference("edsr-baseline-x2").state_dict()
+    torch.save({"params": sd, "info": {"epoch": 3}}, tmp_path / "other.pt")  # someone else's "info"
+    assert read_info(tmp_path / "other.pt") == {}
+    fastsr.load(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError):
+        read_info(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        read_info(tmp_path / "junk.pt")
+
+
 # ------------------------------------------------------------------------------------------------ BasicSR
 
 

@@ -189,6 +189,9 @@ def test_bad_inputs_and_scales(make_image):
         single(x, 3)
     with pytest.raises(TypeError, match="scale must be an int"):
         single(x, 2.0)
+    with pytest.raises(ValueError, match="the model has no x3"):
+        single.activation_bytes(1, 8, 8, 3)
+    assert single.activation_bytes(1, 8, 8) == single.activation_bytes(1, 8, 8, 2) > 0
     with pytest.raises(ValueError, match="3 channels"):
         engine(torch.zeros(1, 4, 4, 4), 2)
     with pytest.raises(TypeError, match="floating-point"):

@@ -122,6 +122,12 @@ def test_read_pixels_keeps_gray_and_drops_alpha(tmp_path):
     assert np.array_equal(read_pixels(tmp_path / "rgba.png"), rgb)
     with Image.open(tmp_path / "p.png") as im:
         assert np.array_equal(read_pixels(tmp_path / "p.png"), np.asarray(im.convert("RGB")))
+    sixteen = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 5957).astype(np.uint16)  # up to 65527
+    Image.fromarray(sixteen).save(tmp_path / "16.png")
+    with Image.open(tmp_path / "16.png") as im:
+        assert im.mode.startswith("I")  # 16-bit gray on disk
+    assert np.array_equal(read_pixels(tmp_path / "16.png"), np.rint(sixteen / 257).astype(np.uint8))
+    assert read_pixels(tmp_path / "16.png", gray=False).shape == (3, 4, 3)
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     with pytest.raises(ValueError, match="cannot read image .*bad.png"):
         read_pixels(tmp_path / "bad.png")

@@ -44,6 +44,8 @@ def test_two_steps_write_a_loadable_checkpoint(images, tmp_path):
         assert torch.equal(v, weights.state_dict()[k])
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2] and all(r["lr"] == 1e-4 for r in log)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 2 and ckpt["data"] == {"train_data": ["images"], "train_images": 4}
 
 
 def test_resume_equals_uninterrupted_run(images, tmp_path):
@@ -68,8 +70,10 @@ def test_bf16_autocast_on_cpu_keeps_fp32_weights_and_can_switch_on_resume(images
     # Same weights and batch: the first loss differs only by the bf16 forward (8-bit mantissa: ~0.4% per op).
     assert bf16["loss"] != fp32["loss"] and bf16["loss"] == pytest.approx(fp32["loss"], rel=0.05)
     train(options(images, tmp_path / "fp32", steps=3, amp="bf16", resume=True))  # fp32 run continued in bf16
-    model = fastsr.load(tmp_path / "fp32" / "checkpoint.pt")
-    assert all(v.dtype == torch.float32 for v in model.state_dict().values())
+    ckpt = torch.load(tmp_path / "fp32" / "checkpoint.pt", weights_only=True)  # as stored, not re-cast by load
+    assert all(v.dtype == torch.float32 for v in ckpt["model"].values())
+    adam = [t for state in ckpt["optimizer"]["state"].values() for k, t in state.items() if k != "step"]
+    assert adam and all(t.dtype == torch.float32 for t in adam)
     log = [json.loads(line) for line in (tmp_path / "fp32" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in log)
 

@@ -62,9 +62,18 @@ def test_bundle_run_records_provenance(tmp_path):
         "loss": "L1", "notes": "a test run"}
     run_model = fastsr.load(tmp_path / "run" / "checkpoint.pt")
     assert torch.equal(fastsr.load(path).head[0].weight, run_model.head[0].weight.half().float())
+    torch.save({"format": "other"}, tmp_path / "run" / "checkpoint.pt")
     with pytest.raises(fastsr.CheckpointError, match="not a fastsr train checkpoint"):
-        torch.save({"format": "other"}, tmp_path / "run" / "checkpoint.pt")
         bundle_run(tmp_path / "run", tmp_path / "bundle2")
+    torch.save({"format": "fastsr-train", "step": 3}, tmp_path / "run" / "checkpoint.pt")  # no options
+    with pytest.raises(fastsr.CheckpointError, match="incomplete fastsr train checkpoint"):
+        bundle_run(tmp_path / "run", tmp_path / "bundle2")
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(fastsr.CheckpointError, match="cannot read"):
+        bundle_run(tmp_path / "run", tmp_path / "bundle2")
+    with pytest.raises(FileNotFoundError):
+        bundle_run(tmp_path / "nowhere", tmp_path / "bundle2")
+    assert not (tmp_path / "bundle2").exists()
 
 
 def test_shipped_bundle_if_present_is_valid():
@@ -101,3 +110,22 @@ def test_readme_table_is_what_fastsr_eval_gives_for_the_shipped_weights(data_dir
             # CPUs, keeps a correct table within these.
             assert got.psnr == pytest.approx(psnr, abs=0.006), (row, name, s)
             assert got.ssim == pytest.approx(ssim, abs=6e-5), (row, name, s)
+
+
+@pytest.mark.parametrize(
+    ("info", "expected"),
+    [
+        ({"trained_steps": 15000, "train_data": ["T91", "BSD200"], "train_images": 291, "batch_size": 16,
+          "patch_size": 48, "notes": "bf16 on CPU"},
+         ["trained 15,000 steps on T91 + BSD200 (291 images), batch 16, 48px LR patches", "bf16 on CPU"]),
+        ({}, []),
+        # Malformed values (hand-edited metadata) are described as far as they can be, never a crash.
+        ({"trained_steps": "15000", "notes": 3}, []),
+        ({"trained_steps": 7, "train_data": "T91", "train_images": True},
+         ["trained 7 steps on ?, batch ?, ?px LR patches"]),
+    ],
+)
+def test_fastsr_info_describes_provenance(info, expected):
+    from fastsr.cli import _provenance_lines
+
+    assert _provenance_lines(info) == expected

@@ -163,7 +163,7 @@ class OptimizedSR(nn.Module):
 
     def activation_bytes(self, n: int, height: int, width: int, scale: int | None = None) -> int:
         """The plan's peak activation memory for an ``n x C x height x width`` input, in bytes."""
-        plan = self.plans[scale or self.config.scales[0]]
+        plan = self.plans[self._scale(scale)]
         runner = self.runners[plan.scale]
         rows = runner.band_rows(height, width)
         return plan.activation_bytes(n, height, width, self.dtype.itemsize, rows)
