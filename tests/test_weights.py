@@ -83,6 +83,10 @@ def test_shipped_bundle_if_present_is_valid():
         pytest.skip("no default weights bundled in this checkout")
     model = fastsr.load(path)
     assert model.config.scales == (2, 3, 4) and model.config.n_resblocks == 16
+    from fastsr.weights import default_weights_info
+
+    info = default_weights_info()  # the shipped bundle says how it was made
+    assert info["trained_steps"] > 0 and info["train_data"] == ["T91", "BSD200"] and info["train_images"] == 291
 
 
 def _readme_default_weights_table() -> dict[tuple[str, int], tuple[tuple[float, float], tuple[float, float]]]:
