@@ -26,7 +26,6 @@ import math
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import torch
 from torch import nn
 
 from ._errors import MAX_DETAIL_CHARS, first_line
+from ._files import temp_beside
 from ._version import __version__
 from .models.config import (
     EDSRConfig,
@@ -457,23 +457,24 @@ def save(model: EDSR | MDSR, path: str | os.PathLike, *, dtype: torch.dtype | No
         for k, v in model.state_dict().items()
     }
     config = model.config.to_dict()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_beside(path)
     try:
         if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import save_file
+            from safetensors.torch import save as safetensors_bytes
 
             metadata = {"format": FORMAT_TAG, "format_version": str(FORMAT_VERSION),
                         "fastsr_version": __version__, "config": json.dumps(config)}
             if info_json is not None:
                 metadata["info"] = info_json
-            save_file(state, tmp, metadata=metadata)
+            # Written through our handle: safetensors' save_file makes a new file with its own permissions.
+            tmp.write_bytes(safetensors_bytes(state, metadata=metadata))
         else:
             obj = {"format": FORMAT_TAG, "format_version": FORMAT_VERSION, "fastsr_version": __version__,
                    "config": config, "state_dict": state}
             if info_json is not None:
                 obj["info"] = info_json
-            torch.save(obj, tmp)
+            with open(tmp, "wb") as f:
+                torch.save(obj, f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

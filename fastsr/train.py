@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ._files import temp_beside
 from .checkpoint import TRAIN_FORMAT_TAG as TRAIN_FORMAT
 from .checkpoint import read_state_dict, save
 from .evaluate import score, super_resolve
@@ -160,10 +160,10 @@ def validate(model: torch.nn.Module, set_dir: str | os.PathLike, scales: Sequenc
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_beside(path)
     try:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -120,6 +120,10 @@ def test_save_is_atomic_and_checks_input(tmp_path):
     path = tmp_path / "m.pt"
     fastsr.save(reference("edsr-baseline-x2"), path)
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("m.pt", "m.safetensors"):  # a new file's usual permissions, not a temp file's 0600
+        assert (fastsr.save(reference("edsr-baseline-x2"), tmp_path / name).stat().st_mode & 0o777) == 0o666 & ~umask
     with pytest.raises(TypeError, match="fastsr EDSR or MDSR module"):
         fastsr.save(torch.nn.Conv2d(3, 3, 3), path)
     with pytest.raises(TypeError, match="floating-point torch.dtype"):
