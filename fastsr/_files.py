@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 def temp_beside(path: Path) -> Path:
@@ -20,3 +24,16 @@ def temp_beside(path: Path) -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path) -> Iterator[BinaryIO]:
+    """A binary handle on a temporary beside ``path``, renamed onto ``path`` when the block succeeds (an
+    interrupted write never leaves a half-written file there; the temporary is always removed)."""
+    tmp = temp_beside(path)
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ._errors import MAX_DETAIL_CHARS, first_line
-from ._files import temp_beside
+from ._files import atomic_write
 from ._version import __version__
 from .models.config import (
     EDSRConfig,
@@ -457,8 +457,7 @@ def save(model: EDSR | MDSR, path: str | os.PathLike, *, dtype: torch.dtype | No
         for k, v in model.state_dict().items()
     }
     config = model.config.to_dict()
-    tmp = temp_beside(path)
-    try:
+    with atomic_write(path) as f:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import save as safetensors_bytes
 
@@ -466,17 +465,11 @@ def save(model: EDSR | MDSR, path: str | os.PathLike, *, dtype: torch.dtype | No
                         "fastsr_version": __version__, "config": json.dumps(config)}
             if info_json is not None:
                 metadata["info"] = info_json
-            # Written through our handle: safetensors' save_file makes a new file with its own permissions.
-            tmp.write_bytes(safetensors_bytes(state, metadata=metadata))
+            f.write(safetensors_bytes(state, metadata=metadata))
         else:
             obj = {"format": FORMAT_TAG, "format_version": FORMAT_VERSION, "fastsr_version": __version__,
                    "config": config, "state_dict": state}
             if info_json is not None:
                 obj["info"] = info_json
-            with open(tmp, "wb") as f:
-                torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            torch.save(obj, f)
     return path

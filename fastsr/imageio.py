@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import threading
 import warnings
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import first_line
+from ._files import temp_beside
 
 # 40 megapixels per image: above any camera or 8K video frame (33 MP), below Pillow's own bomb warning
 # (89 MP). See the module docstring.
@@ -210,10 +210,9 @@ def write_image(img, path: str | os.PathLike, *, format: str | None = None, over
     params = dict(_SAVE_PARAMS.get(fmt, {}))
     if icc_profile and fmt in _ICC_FORMATS:
         params["icc_profile"] = icc_profile
-    # A hidden name in the same folder (so the rename stays on one filesystem); .tmp is git-ignored.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = temp_beside(path)  # hidden, same folder (the rename stays on one filesystem); .tmp is git-ignored
     try:
-        with open(tmp, "xb") as f:  # created with the umask's permissions, unlike mkstemp's 0600
+        with open(tmp, "wb") as f:
             img.save(f, format=fmt, **params)
             f.flush()
             os.fsync(f.fileno())

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ._files import temp_beside
+from ._files import atomic_write
 from .checkpoint import TRAIN_FORMAT_TAG as TRAIN_FORMAT
 from .checkpoint import read_state_dict, save
 from .evaluate import score, super_resolve
@@ -160,14 +160,8 @@ def validate(model: torch.nn.Module, set_dir: str | os.PathLike, scales: Sequenc
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = temp_beside(path)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def _init_from(model: torch.nn.Module, path: str) -> None:

@@ -94,4 +94,4 @@ def bundle_run(run: str | os.PathLike, root: str | Path, *, notes: str | None = 
         info.update({k: data[k] for k in ("train_data", "train_images") if k in data})
     if notes:
         info["notes"] = notes
-    return write_bundle(load(ckpt_path), root, info=info)
+    return write_bundle(load(ckpt), root, info=info)  # the checkpoint already read, not a second read
