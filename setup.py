@@ -30,8 +30,14 @@ setup(
         "triton>=3.6; platform_system == 'Linux' and platform_machine == 'x86_64'",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6"],
-        "bench": ["matplotlib>=3.7"],  # benchmarks/render.py's chart
+        # The test command installs the optional parts too, so CI tests the export and runs every peer.
+        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6", "onnx>=1.14", "onnxruntime>=1.16",
+                 "openvino>=2024.0", "opencv-python-headless>=4.8"],
+        "export": ["onnx>=1.14"],  # fastsr.export_onnx / fastsr export
+        # benchmarks/: the CPU peers (ONNX Runtime, OpenVINO, OpenCV dnn, fed fastsr's ONNX export) and
+        # render.py's chart.
+        "bench": ["onnx>=1.14", "onnxruntime>=1.16", "openvino>=2024.0", "opencv-python-headless>=4.8",
+                  "matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["fastsr = fastsr.cli:main"]},
 )

@@ -20,12 +20,32 @@ def machine() -> dict:
 
     return {
         "date": datetime.date.today().isoformat(),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads",
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({cpu_name()}), {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "triton": package_version("triton"),
         "fastsr": package_version("fastsr"),
         "python": platform.python_version(),
+        # The CPU peers of benchmarks/test_cpu_peers.py.
+        "onnxruntime": package_version("onnxruntime"),
+        "openvino": package_version("openvino"),
+        "opencv": package_version("opencv-python-headless") or package_version("opencv-python"),
+        "cpu bf16": _cpu_bf16(),
     }
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def _cpu_bf16() -> str | None:
+    from fastsr.system import cpu_bf16_isa
+
+    return cpu_bf16_isa()
 
 
 @pytest.fixture
@@ -62,6 +82,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                 line += f" median {i['median_s'] * 1e3:9.2f} ms"
                 if base and "median_s" in base:
                     line += f"  ({base['median_s'] / i['median_s']:.2f}x the speed of {base['name']})"
+            if "gflops" in i:
+                line += f"  {i['gflops']:8.1f} GFLOP/s"
+                if "gemm_fraction" in i:
+                    line += f" ({i['gemm_fraction']:.0%} of {i.get('precision', '')} GEMM)"
+            if "skipped" in i:
+                line += f" skipped: {i['skipped']}"
             if "peak_bytes" in i:
                 line += f" peak {i['peak_bytes'] / 2**20:8.1f} MiB"
                 if base and "peak_bytes" in base:

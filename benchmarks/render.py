@@ -22,8 +22,8 @@ def load(paths: list[Path]) -> list[tuple[dict, list[dict]]]:
 def table(machine: dict, rows: list[dict]) -> str:
     lines = [f"Measured on {machine['device']}, {machine['date']}; torch {machine['torch']}, "
              f"triton {machine.get('triton')}.", "",
-             "| case | implementation | median | vs baseline | peak memory | vs baseline |",
-             "|---|---|---|---|---|---|"]
+             "| case | implementation | median | vs baseline | GFLOP/s (share of GEMM rate) | peak memory | vs baseline |",
+             "|---|---|---|---|---|---|---|"]
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(r["group"], []).append(r)
@@ -34,7 +34,56 @@ def table(machine: dict, rows: list[dict]) -> str:
             speed = f"{base['median_s'] / i['median_s']:.2f}x" if "median_s" in i and "median_s" in base else ""
             mem = f"{i['peak_bytes'] / 2**20:.0f} MiB" if "peak_bytes" in i else ""
             rel = f"{i['peak_bytes'] / base['peak_bytes']:.2f}" if "peak_bytes" in i and "peak_bytes" in base else ""
-            lines.append(f"| {group} | {i['name']} | {t} | {speed} | {mem} | {rel} |")
+            if "skipped" in i:
+                t = f"skipped: {i['skipped']}"
+            rate = f"{i['gflops']:.0f}" if "gflops" in i else ""
+            if "gemm_fraction" in i:
+                rate += f" ({i['gemm_fraction']:.0%} of {i.get('precision', '')})"
+            lines.append(f"| {group} | {i['name']} | {t} | {speed} | {rate} | {mem} | {rel} |")
+    return "\n".join(lines)
+
+
+PEER_COLUMNS = ["reference", "fastsr torch fp32", "onnxruntime", "openvino f32", "opencv dnn",
+                "fastsr torch bf16", "openvino bf16"]
+
+
+def peers_table(machine: dict, rows: list[dict]) -> str:
+    """The CPU side-by-side (benchmarks/test_cpu_peers.py) as one row per case: each implementation's median
+    with its effective GFLOP/s, then fastsr against the fastest peer of its precision class."""
+    cases: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        if "precision" in r or ("skipped" in r and r["group"] in cases):
+            cases.setdefault(r["group"], {})[r["name"]] = r
+    if not cases:
+        return ""
+    gemm = {r["name"]: r["gflops"] for r in rows if r["group"].startswith("machine: dense GEMM")}
+    lines = [f"Measured on {machine['device']}, {machine['date']}; torch {machine['torch']}"
+             + "".join(f", {k} {machine[k]}" for k in ("onnxruntime", "openvino", "opencv") if machine.get(k))
+             + ". Median ms (effective GFLOP/s); dense GEMM rate "
+             + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in gemm.items()) + ".", "",
+             "| case | " + " | ".join(PEER_COLUMNS) + " | fastsr fp32 vs best fp32 peer | fastsr bf16 vs openvino bf16 |",
+             "|---|" + "---|" * (len(PEER_COLUMNS) + 2)]
+    for group, items in cases.items():
+        cells = []
+        for name in PEER_COLUMNS:
+            i = items.get(name)
+            if i is None or "median_s" not in i:
+                cells.append("—" if i is None else "skipped")
+                continue
+            cells.append(f"{i['median_s'] * 1e3:.0f} ({i['gflops']:.0f})")
+
+        def versus(mine: str, peers: list[str]) -> str:
+            if mine not in items or "median_s" not in items[mine]:
+                return "—"
+            timed = [items[p] for p in peers if p in items and "median_s" in items[p]]
+            if not timed:
+                return "—"
+            best = min(timed, key=lambda i: i["median_s"])
+            return f"{best['median_s'] / items[mine]['median_s']:.2f}x ({best['name']})"
+
+        lines.append(f"| {group.split(', CPU')[0]} | " + " | ".join(cells) + " | "
+                     + versus("fastsr torch fp32", ["onnxruntime", "openvino f32", "opencv dnn"]) + " | "
+                     + versus("fastsr torch bf16", ["openvino bf16"]) + " |")
     return "\n".join(lines)
 
 
@@ -49,7 +98,10 @@ def chart(runs: list[tuple[dict, list[dict]]], png: Path) -> None:
         by: dict[str, list[dict]] = {}
         for r in rows:
             by.setdefault(r["group"], []).append(r)
-        groups += [(f"{g}\n({machine['device']})", items) for g, items in by.items()]
+        for g, items in by.items():
+            items = [i for i in items if "median_s" in i or "peak_bytes" in i]  # plottable rows only
+            if items:
+                groups.append((f"{g}\n({machine['device']})", items))
     fig, axes = plt.subplots(len(groups), 1, figsize=(9, 1.6 + 0.45 * sum(len(i) for _, i in groups)), squeeze=False)
     for ax, (title, items) in zip(axes[:, 0], groups):
         names = [i["name"] for i in items]
@@ -79,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     if not paths:
         raise SystemExit(f"no results in {RESULTS}: run `python -m pytest benchmarks` first")
     runs = load(paths)
-    print("\n\n".join(table(m, rows) for m, rows in runs))
+    print("\n\n".join(t for m, rows in runs for t in (peers_table(m, rows), table(m, rows)) if t))
     if args.png:
         chart(runs, args.png)
 

@@ -19,20 +19,31 @@ PROBE = Path(__file__).parent / "memory_probe.py"
 CUDA = torch.cuda.is_available()
 
 
+def probe(impl: str, preset: str, size: int) -> int:
+    out = subprocess.run([sys.executable, str(PROBE), impl, preset, str(size)], capture_output=True, text=True)
+    assert out.returncode == 0, f"memory probe {impl} failed ({out.returncode}): {out.stderr[-2000:]}"
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
+
+
 @pytest.mark.parametrize("preset", ["edsr-baseline-x2", "edsr-baseline-x4"])
 def test_cpu_peak_activation_memory_512(preset, record):
-    """Peak RSS growth of one forward pass on 1x3x512x512, each in a fresh process: the engine needs at
-    most half of the reference's."""
-    peaks = {}
-    for impl in ("reference", "engine"):
-        out = subprocess.run([sys.executable, str(PROBE), impl, preset, "512"], capture_output=True, text=True)
-        assert out.returncode == 0, f"memory probe failed ({out.returncode}): {out.stderr[-2000:]}"
-        peaks[impl] = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
-    engine = fastsr.optimize(create(preset).eval())
-    group = f"{preset}, 1x3x512x512, fp32, CPU: peak RSS growth during forward"
+    """Peak RSS growth of one forward pass on 1x3x512x512, each implementation in a fresh process: the
+    engine needs at most half of the reference's. The peers (ONNX Runtime, OpenVINO, OpenCV) and fastsr's
+    bf16 mode are measured the same way, beside them."""
+    from peers import PEERS, missing
+
+    group = f"{preset}, 1x3x512x512, CPU: peak RSS growth during forward"
+    peaks = {impl: probe(impl, preset, 512) for impl in ("reference", "engine")}
+    engine = fastsr.optimize(create(preset).eval(), precision="fp32")
     record(group=group, name="reference", peak_bytes=peaks["reference"], baseline=True)
-    record(group=group, name="fastsr torch", peak_bytes=peaks["engine"],
+    record(group=group, name="fastsr torch fp32", peak_bytes=peaks["engine"],
            plan_bytes=engine.activation_bytes(1, 512, 512))
+    for impl in ("fastsr torch bf16", *PEERS):
+        why = missing(impl)
+        if why:
+            record(group=group, name=impl, skipped=why)
+            continue
+        record(group=group, name=impl, peak_bytes=probe(impl, preset, 512))
     assert peaks["engine"] <= 0.5 * peaks["reference"], peaks
 
 

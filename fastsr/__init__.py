@@ -8,6 +8,8 @@ Public API (imported lazily, so ``import fastsr`` and ``fastsr --version`` stay 
 * ``fastsr.optimize(model, *, backend=None, precision=None)`` -- the inference engine for a reference network
   (or an EDSR-PyTorch / BasicSR EDSR instance), with the same forward contract.
 * ``fastsr.models`` -- the reference networks, configs and presets (``fastsr.models.create("mdsr")``).
+* ``fastsr.export_onnx(model, path, *, scale=None, precision="fp32", dynamic=True)`` -- the optimized network
+  as an ONNX file (needs the ``export`` extra: onnx).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from . import models
     from .checkpoint import CheckpointError, load, save
     from .engine import optimize
+    from .export import export_onnx
     from .upscaler import Upscaler, upscale
 
 _LAZY = {
@@ -29,6 +32,7 @@ _LAZY = {
     "CheckpointError": ("fastsr.checkpoint", "CheckpointError"),
     "models": ("fastsr.models", None),
     "optimize": ("fastsr.engine", "optimize"),
+    "export_onnx": ("fastsr.export", "export_onnx"),
     "upscale": ("fastsr.upscaler", "upscale"),
     "Upscaler": ("fastsr.upscaler", "Upscaler"),
 }

@@ -1,4 +1,4 @@
-"""The ``fastsr`` command: ``--version``, ``info`` and ``upscale``.
+"""The ``fastsr`` command: ``--version``, ``info``, ``upscale``, ``eval``, ``export`` and ``train``.
 
 Errors the user can fix (bad arguments, unreadable files, a scale the model lacks) print one line to stderr
 and exit with status 2; nothing prints a traceback for them.
@@ -239,6 +239,13 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     return EXIT_USAGE if failed else 0
 
 
+def _height_width(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected HxW with two positive integers (e.g. 270x480), got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -257,7 +264,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     sets = [s for s in args.sets.split(",") if s]
     model = None if args.bicubic_only else _load_model(args.model)
     try:
-        results = evaluate(args.data, sets, args.scale, model=model, ensemble=args.ensemble, show_progress=True)
+        results = evaluate(args.data, sets, args.scale, model=model, ensemble=args.ensemble, show_progress=True,
+                           precision=args.precision)
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from e
     label = "fastsr" + ("+" if args.ensemble else "")
@@ -268,6 +276,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         payload = {"model": args.model or ("bundled default" if model is not None else None),
                    "ensemble": args.ensemble, "protocol": "Y channel, shave = scale", "results": to_json(results)}
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+    from .export import export_onnx
+    from .weights import DefaultWeightsMissing
+
+    out = Path(args.output)
+    try:
+        export_onnx(args.model, out, scale=args.scale, precision=args.precision,
+                    dynamic=args.static is None, size=args.static or (64, 64), overwrite=args.overwrite)
+    except FileExistsError as e:
+        raise UsageError(f"{e.filename or out} exists; pass --overwrite to replace it") from e
+    except (ValueError, TypeError, FileNotFoundError, DefaultWeightsMissing, ImportError) as e:
+        raise UsageError(str(e)) from e
+    shape = f"static 1x3x{args.static[0]}x{args.static[1]}" if args.static else "dynamic batch, height and width"
+    print(f"wrote {out} ({args.precision}, {shape})")
     return 0
 
 
@@ -314,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "a folder)")
     p.add_argument("--model", help="checkpoint (.pt/.pth/.safetensors); default: the bundled weights")
     p.add_argument("--device", help="cpu or cuda[:N] (default: cuda if available)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="default: fp32 on CPU, fp16 on CUDA")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
+                   help="default: fp16 on CUDA; on the CPU bf16 where it has AVX512-BF16 or AMX-BF16, else fp32 "
+                        "(`fastsr info` says which)")
     p.add_argument("--tile", type=_positive_int,
                    help="tile core side in input pixels (default: the largest that fits the memory budget)")
     p.add_argument("--halo", type=_nonnegative_int,
@@ -332,8 +360,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="checkpoint; default: the bundled weights")
     p.add_argument("--ensemble", action="store_true", help="x8 self-ensemble (the paper's '+')")
     p.add_argument("--bicubic-only", action="store_true", help="only the bicubic row")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="engine precision (default fp32, the reference's numbers; bf16 on CPUs with "
+                        "AVX512-BF16 or AMX-BF16, fp16 on CUDA)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "export", help="export the optimized network to ONNX",
+        description="Export the folded network (residual scaling, BN and mean shifts folded; pixel shuffle as "
+                    "DepthToSpace) to ONNX: input 'image' NCHW float32 in [0, 255], output 'output' "
+                    "NCHW float32, not clamped. One scale per file.")
+    p.add_argument("model", metavar="MODEL",
+                   help="a checkpoint (.pt/.pth/.safetensors) or a preset with bundled weights (mdsr-baseline)")
+    p.add_argument("-s", "--scale", type=int, help="the scale to export (required for MDSR)")
+    p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                   help="weights and activations in the file (input and output stay float32)")
+    p.add_argument("--static", type=_height_width, metavar="HxW",
+                   help="a fixed 1x3xHxW input instead of dynamic shapes (e.g. 270x480)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("train", help="train a network with the paper's recipe")
     p.add_argument("--model", default="mdsr-baseline", help="preset name (default mdsr-baseline)")

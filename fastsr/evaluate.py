@@ -113,8 +113,12 @@ def evaluate(
     ensemble: bool = False,
     bicubic_row: bool = True,
     show_progress: bool = False,
+    precision: str = "fp32",
 ) -> dict[str, dict[str, dict[int, Score]]]:
-    """``{"bicubic": {set: {scale: Score}}, "model": {...}}`` for the requested sets and scales."""
+    """``{"bicubic": {set: {scale: Score}}, "model": {...}}`` for the requested sets and scales.
+
+    A reference ``model`` runs through the engine in ``precision`` (fp32 by default: the reference's numbers;
+    ``"bf16"`` measures the CPU's bf16 mode); an ``optimize``d model runs as it was built."""
     from tqdm import tqdm
 
     data = Path(data)
@@ -129,7 +133,7 @@ def evaluate(
         rows["bicubic"] = bicubic
     if model is not None:
         if not isinstance(model, OptimizedSR):
-            model = optimize(model, precision="fp32")  # same numbers as the reference, faster
+            model = optimize(model, precision=precision)  # fp32: the reference's numbers, faster
         rows["model"] = lambda lr, s: super_resolve(model, lr, s, ensemble=ensemble)
     total = sum(len(list((data / n / "HR").glob("*.png"))) for n in sets) * len(scales) * len(rows)
     results: dict[str, dict[str, dict[int, Score]]] = {row: {} for row in rows}

@@ -62,6 +62,7 @@ from .ensemble import N_TRANSFORMS, transform, undo
 from .imageio import DEFAULT_MAX_PIXELS, check_pixel_limit
 from .models import EDSR, MDSR
 from .models.config import preset_names
+from .system import default_cpu_precision, require_cpu_bf16
 from .tiling import (
     activation_bytes_per_pixel,
     auto_tile_size,
@@ -162,13 +163,20 @@ def _resolve_device(device: Any, model: nn.Module) -> torch.device:
     return dev
 
 
-def _resolve_precision(precision: Any, device: torch.device) -> str:
+def _resolve_precision(precision: Any, device: torch.device, backend: str | None) -> str:
     if precision is None:
-        return "fp16" if device.type == "cuda" else "fp32"
+        if device.type == "cuda":
+            return "fp16"
+        # The CPU engine's default; the reference module and the Triton interpreter run fp32.
+        return default_cpu_precision()[0] if backend in (None, "torch") else "fp32"
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    if device.type == "cpu" and precision != "fp32":
-        raise ValueError(f"precision {precision!r} is not supported on the CPU yet; use 'fp32' (or a CUDA device)")
+    if device.type == "cpu":
+        if precision == "fp16":
+            raise ValueError("precision 'fp16' is not supported on the CPU; use 'fp32', 'bf16' (CPUs with "
+                             "AVX512-BF16 or AMX-BF16) or a CUDA device")
+        if precision == "bf16":
+            require_cpu_bf16()
     return precision
 
 
@@ -329,8 +337,10 @@ class Upscaler:
     ``model``: None (the bundled default weights), a checkpoint path or state dict (anything
     :func:`fastsr.load` reads) or a fastsr EDSR / MDSR module (used as is, never modified: a copy is made when it
     has to move, change dtype or leave training mode). ``device``: None (the module's GPU, else CUDA when
-    available, else CPU), ``"cpu"``, ``"cuda[:N]"``. ``precision``: None (fp32 on the CPU, fp16 on CUDA),
-    ``"fp32"``, ``"fp16"``, ``"bf16"`` (CUDA only for now). ``backend``: None (the engine's default: triton on
+    available, else CPU), ``"cpu"``, ``"cuda[:N]"``. ``precision``: None (fp16 on CUDA; on the CPU the
+    engine's default, :func:`fastsr.system.default_cpu_precision`: bf16 where the CPU has AVX512-BF16 or
+    AMX-BF16, else fp32; fp32 for the reference and interpret backends), ``"fp32"``, ``"fp16"`` (CUDA),
+    ``"bf16"`` (CUDA, or a CPU with native bf16). ``backend``: None (the engine's default: triton on
     CUDA, torch elsewhere), ``"torch"``, ``"triton"``, ``"interpret"`` (the engine's backends, see
     :func:`fastsr.optimize`) or ``"reference"`` (the unoptimized module). ``memory_budget``: activation bytes one forward pass may use (default: from the device).
     """
@@ -344,7 +354,7 @@ class Upscaler:
             raise ValueError(f"memory_budget must be a positive number of bytes or None, got {memory_budget!r}")
         self.model = _resolve_model(model)
         self.device = _resolve_device(device, self.model)
-        self.precision = _resolve_precision(precision, self.device)
+        self.precision = _resolve_precision(precision, self.device, backend)
         self.backend = backend
         self.memory_budget = memory_budget
         self._run = _prepare(self.model, self.device, self.precision, backend)

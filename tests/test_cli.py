@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import subprocess
 import sys
 
@@ -29,7 +31,12 @@ def test_version():
 def test_info_lists_versions_and_backends():
     result = cli("info")
     assert result.returncode == 0, result.stderr
-    assert f"torch        {torch.__version__}" in result.stdout
+    assert re.search(rf"^torch +{re.escape(torch.__version__)}$", result.stdout, re.M)
+    from fastsr.system import cpu_bf16_isa, default_cpu_precision
+
+    precision, why = default_cpu_precision()
+    assert re.search(rf"^cpu default precision +{precision} \({re.escape(why)}\)$", result.stdout, re.M)
+    assert re.search(rf"^cpu bf16 +{cpu_bf16_isa() or 'none'}", result.stdout, re.M)
     assert "backends:" in result.stdout
     assert "  torch      yes" in result.stdout
     expected_triton = "yes" if torch.cuda.is_available() else "no "
@@ -71,7 +78,8 @@ def checkpoint(tmp_path):
 def test_upscale_with_model_matches_the_module(tmp_path, checkpoint):
     src = tmp_path / "in.png"
     Image.fromarray(example_image(12, 17)).save(src)
-    result = cli("upscale", str(src), "-s", "3", "--model", str(checkpoint), "-o", str(tmp_path / "out.png"))
+    result = cli("upscale", str(src), "-s", "3", "--model", str(checkpoint), "-o", str(tmp_path / "out.png"),
+                 "--precision", "fp32")
     assert result.returncode == 0, result.stderr
     out = np.asarray(Image.open(tmp_path / "out.png"))
     assert out.shape == (36, 51, 3)
@@ -115,3 +123,14 @@ def test_upscale_edsr_checks_its_single_scale(tmp_path):
     result = cli("upscale", str(src), "-s", "3", "--model", str(ckpt))
     assert result.returncode == 2
     assert "the model has no x3; it upscales by x2" in result.stderr
+
+
+def test_import_fastsr_never_imports_the_optional_parts():
+    """``import fastsr`` (and the engine on the CPU) must not import Triton, ONNX, the CPU peers or Ray."""
+    code = ("import sys, torch, fastsr\n"
+            "engine = fastsr.optimize(fastsr.models.create('edsr-baseline-x2').eval(), backend='torch')\n"
+            "engine(torch.rand(1, 3, 8, 8) * 255)\n"
+            "print(sorted(m for m in ('triton', 'onnx', 'onnxruntime', 'openvino', 'cv2', 'ray') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

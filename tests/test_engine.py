@@ -13,6 +13,7 @@ import fastsr
 from fastsr.engine import optimize
 from fastsr.engine.plan import TAIL_HALO, lower, tail_receptive_field
 from fastsr.models import EDSRConfig, MDSRConfig, build, create
+from fastsr.system import cpu_bf16_isa
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 needs_interpreter = pytest.mark.skipif(not INTERPRET, reason="needs TRITON_INTERPRET=1 (CPU machines)")
@@ -35,7 +36,7 @@ TORCH_CASES = [("edsr-baseline-x2", None), ("edsr-baseline-x3", None), ("edsr-ba
 def test_torch_backend_matches_reference(name, scale, make_image, randomize_bn):
     torch.manual_seed(0)
     model = randomize_bn(create(name))
-    engine = optimize(model)
+    engine = optimize(model, precision="fp32")
     assert engine.backend == "torch" and engine.dtype == torch.float32
     x = make_image(2, 17, 23)  # odd sizes, batch 2
     ref, out = call(model, x, scale), call(engine, x, scale)
@@ -43,24 +44,129 @@ def test_torch_backend_matches_reference(name, scale, make_image, randomize_bn):
     torch.testing.assert_close(out, ref, atol=2e-3, rtol=0)
 
 
+needs_bf16 = pytest.mark.skipif(cpu_bf16_isa() is None, reason="this CPU has no native bf16 (AVX512-BF16 / AMX-BF16)")
+
+
+# (bf16, max abs 1.5 and mean abs 0.25 on a 0-255 output): the body's activations and weights are bf16
+# (8-bit mantissas, relative 2^-9) through 33+ convs; measured max 0.36-0.57, mean 0.05-0.10 with these
+# random weights. The head, the final conv and the output stay fp32.
+@needs_bf16
+@pytest.mark.parametrize("name,scale", TORCH_CASES + [("edsr-x2", None)])
+def test_cpu_bf16_matches_reference(name, scale, make_image, randomize_bn):
+    torch.manual_seed(0)
+    model = randomize_bn(create(name))
+    engine = optimize(model, precision="bf16")
+    assert engine.dtype == torch.bfloat16
+    x = make_image(2, 17, 23)
+    ref, out = call(model, x, scale), call(engine, x, scale)
+    assert out.shape == ref.shape and out.dtype == ref.dtype
+    err = (out - ref).abs()
+    assert float(err.max()) <= 1.5 and float(err.mean()) <= 0.25, (float(err.max()), float(err.mean()))
+
+
+@needs_bf16
+def test_cpu_bf16_keeps_head_final_and_output_fp32():
+    engine = optimize(create("edsr-baseline-x4").eval(), precision="bf16")
+    runner = engine.runners[4]
+    dtypes = [c.dtype for c in runner.trunk + runner.tail]
+    assert dtypes[0] == dtypes[-1] == torch.float32  # head and final conv
+    assert set(dtypes[1:-1]) == {torch.bfloat16}  # blocks, body end, both upsamplers
+    assert runner.out_dtype == torch.float32
+    assert engine.run_uint8(torch.rand(1, 3, 5, 6) * 255, 4).dtype == torch.uint8
+
+
+@needs_bf16
+def test_cpu_bf16_is_deterministic_and_band_exact(make_image):
+    """The promises upscale's exact tiling rests on: the same input gives the same bits, and a pixel's
+    value does not depend on the band or image it is computed in."""
+    torch.manual_seed(0)
+    model = create("edsr-baseline-x2").eval()
+    engine = optimize(model, precision="bf16")
+    x = make_image(1, 40, 33)
+    whole = call(engine, x, None)
+    assert torch.equal(call(engine, x, None), whole)
+    engine.runners[2].band_budget_bytes = 1  # 16-row bands
+    assert torch.equal(call(engine, x, None), whole)
+
+
+@needs_bf16
+def test_cpu_bf16_tiled_equals_untiled():
+    """upscale's exact tiling holds in bf16: each tile, cut with a halo of the receptive field, computes
+    its core exactly as the whole image does (uint8 identical, float identical)."""
+    from fastsr.upscaler import Upscaler
+
+    torch.manual_seed(0)
+    model = build(EDSRConfig(n_resblocks=2, n_feats=16, scale=2)).eval()  # receptive field 7: many tiles
+    up = Upscaler(model, precision="bf16")
+    img = (torch.rand(48, 41, 3, generator=torch.Generator().manual_seed(3)) * 255).to(torch.uint8).numpy()
+    whole = up(img, 2, tile=10**4)
+    assert (up(img, 2, tile=10) == whole).all()
+    f = torch.from_numpy(img).permute(2, 0, 1).float() / 255
+    assert torch.equal(up(f, 2, tile=10), up(f, 2, tile=10**4))
+
+
+def test_bf16_without_native_support_is_refused(monkeypatch):
+    import fastsr.system as system
+
+    monkeypatch.setattr(system, "cpu_bf16_isa", lambda: None)
+    model = build(EDSRConfig(n_resblocks=1, n_feats=8)).eval()
+    with pytest.raises(ValueError, match="needs native bf16 instructions \\(AVX512-BF16 or AMX-BF16"):
+        optimize(model, precision="bf16")
+    assert system.default_cpu_precision()[0] == "fp32"
+    assert optimize(model).dtype == torch.float32  # the default falls back to fp32, not to emulation
+
+
 def test_wide_edsr_with_res_scale(make_image):
     torch.manual_seed(0)
     model = build(EDSRConfig(n_resblocks=2, n_feats=256, res_scale=0.1, scale=2)).eval()
     x = make_image(1, 13, 9)
-    torch.testing.assert_close(call(optimize(model), x, None), call(model, x, None), atol=2e-3, rtol=0)
+    torch.testing.assert_close(call(optimize(model, precision="fp32"), x, None), call(model, x, None), atol=2e-3, rtol=0)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_banded_tail_equals_one_band(scale, make_image):
     model = create(f"edsr-baseline-x{scale}").eval()
-    engine = optimize(model)
+    engine = optimize(model, precision="fp32")
     runner = engine.runners[scale]
     x = make_image(2, 37, 10)
+    runner.folded = None  # the tail op by op (as it runs where folding is off), not the folded conv
     whole = call(engine, x, None)
     runner.band_budget_bytes = 1  # the minimum band: 16 rows, so 3 bands with halos
     assert runner.band_rows(37, 10) == 16
     torch.testing.assert_close(call(engine, x, None), whole, atol=1e-4, rtol=0)
     assert tail_receptive_field(scale) <= TAIL_HALO
+
+
+# (fp32, atol 2e-3 on a 0-255 output): the folded weights are the tail's impulse responses, computed in
+# float64 and stored as fp32, summed in another order than the tail's three convs.
+@pytest.mark.parametrize("name,scale", [("edsr-baseline-x2", None), ("edsr-baseline-x3", None),
+                                        ("edsr-baseline-x4", None), ("mdsr-baseline", 3)])
+@pytest.mark.parametrize("size", [(23, 19), (7, 30), (5, 5), (1, 9)], ids=str)
+def test_folded_tail_equals_the_tail(name, scale, size, make_image):
+    """One 5x5 conv + shuffle for the whole tail, with the image's outer ring recomputed by the tail:
+    equal to the op-by-op tail everywhere, the border included, for images of any shape."""
+    torch.manual_seed(0)
+    model = create(name).eval()
+    engine = optimize(model, precision="fp32")
+    s = scale or model.config.scale
+    runner = engine.runners[s]
+    assert runner.folded is not None and runner.folded.op.kernel_size == 5
+    x = make_image(2, *size)
+    folded = call(engine, x, scale)
+    runner.folded = None
+    torch.testing.assert_close(folded, call(engine, x, scale), atol=2e-3, rtol=0)
+    torch.testing.assert_close(folded, call(model, x, scale), atol=2e-3, rtol=0)
+
+
+def test_fold_tail_weights():
+    from fastsr.engine.plan import fold_tail
+
+    plan = lower(create("edsr-baseline-x4").eval(), 4)
+    op = fold_tail(plan)
+    assert tuple(op.weight.shape) == (3 * 16, 64, 5, 5) and op.shuffle == 4
+    # 154 k instead of 1.53 M FLOPs per LR pixel (the tail's 2x and 4x resolution convs count 4x and 16x).
+    tail = sum(o.flops_per_pixel * 4**i for i, o in enumerate(plan.tail))
+    assert op.flops_per_pixel == 153_600 and tail > 9 * op.flops_per_pixel
 
 
 def test_reference_is_untouched(make_image, randomize_bn):
@@ -82,7 +188,7 @@ def test_output_is_an_ordinary_tensor(make_image):
 
 def test_uint8_output_matches_quantized_reference(make_image):
     model = create("mdsr-baseline").eval()
-    engine = optimize(model)
+    engine = optimize(model, precision="fp32")
     x = make_image(1, 11, 7)
     q = engine.run_uint8(x, 3)
     ref = call(model, x, 3).clamp(0, 255).round()
@@ -96,7 +202,7 @@ def test_sub_mean_is_exact_at_the_border():
     torch.manual_seed(0)
     model = build(EDSRConfig(n_resblocks=1, n_feats=8, scale=2)).eval()
     x = torch.tensor([0.4488, 0.4371, 0.4040]).view(1, 3, 1, 1).expand(1, 3, 6, 6) * 255
-    torch.testing.assert_close(call(optimize(model), x.contiguous(), None), call(model, x, None), atol=1e-4, rtol=0)
+    torch.testing.assert_close(call(optimize(model, precision="fp32"), x.contiguous(), None), call(model, x, None), atol=1e-4, rtol=0)
 
 
 def test_plan_folds_everything():
@@ -117,7 +223,7 @@ def test_plan_folds_everything():
 def test_drop_in_edsr_pytorch_edsr(make_image):
     torch.manual_seed(0)
     theirs = OfficialEDSR(n_resblocks=2, n_feats=16, scale=3, res_scale=0.1).eval()
-    engine = optimize(theirs)
+    engine = optimize(theirs, precision="fp32")
     assert engine.config.res_scale == 0.1
     x = make_image(2, 9, 12)
     torch.testing.assert_close(call(engine, x, None), call(theirs, x, None), atol=1e-3, rtol=0)
@@ -127,7 +233,7 @@ def test_drop_in_edsr_pytorch_mdsr_keeps_set_scale(make_image):
     torch.manual_seed(0)
     theirs = OfficialMDSR().eval()
     theirs.set_scale(2)
-    engine = optimize(theirs)
+    engine = optimize(theirs, precision="fp32")
     assert engine.scale_idx == 2  # the branch the module had selected
     x = make_image(1, 8, 9)
     for idx in (0, 1, 2):
@@ -139,7 +245,7 @@ def test_drop_in_edsr_pytorch_mdsr_keeps_set_scale(make_image):
 def test_drop_in_basicsr_keeps_unit_range(make_image):
     torch.manual_seed(0)
     theirs = BasicSREDSR(upscale=4, res_scale=0.5).eval()
-    engine = optimize(theirs)
+    engine = optimize(theirs, precision="fp32")
     x = make_image(2, 7, 10, rgb_range=1.0)
     # (fp32, atol 1e-5 on [0, 1]): 1e-3 on the 0-255 scale, as above, divided by 255.
     torch.testing.assert_close(call(engine, x, None), call(theirs, x, None), atol=1e-5, rtol=0)
@@ -149,7 +255,7 @@ def test_optimize_loaded_checkpoint(tmp_path, make_image):
     model = create("edsr-baseline-x2").eval()
     loaded = fastsr.load(fastsr.save(model, tmp_path / "m.safetensors"))
     x = make_image(1, 5, 5)
-    torch.testing.assert_close(call(fastsr.optimize(loaded), x, None), call(model, x, None), atol=2e-3, rtol=0)
+    torch.testing.assert_close(call(fastsr.optimize(loaded, precision="fp32"), x, None), call(model, x, None), atol=2e-3, rtol=0)
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -160,7 +266,7 @@ def test_unsupported_combinations_raise():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="the triton backend needs the model on a CUDA device"):
             optimize(model, backend="triton")
-        with pytest.raises(ValueError, match="the torch backend runs fp32 on CPU"):
+        with pytest.raises(ValueError, match="the torch backend runs fp32 or bf16 on CPU"):
             optimize(model, precision="fp16")
     with pytest.raises(ValueError, match="bf16 under the Triton interpreter"):
         optimize(model, backend="interpret", precision="bf16")

@@ -16,6 +16,7 @@ import fastsr
 import fastsr.weights
 from fastsr.ensemble import self_ensemble, transform, undo
 from fastsr.models import MDSR, EDSRConfig, MDSRConfig, build
+from fastsr.system import cpu_bf16_isa
 from fastsr.upscaler import Upscaler
 from fastsr.weights import DefaultWeightsMissing
 
@@ -154,18 +155,36 @@ def test_uint16_feeds_value_over_257_and_scales_back(model, up):
     assert np.asarray(pil).dtype == np.uint16 and np.asarray(pil).max() > 255  # really 16 bits out
 
 
+def test_the_default_is_the_engine_in_the_cpu_default_precision(model):
+    from fastsr.system import default_cpu_precision
+
+    engine_up = Upscaler(model)
+    assert engine_up.backend is None and engine_up.precision == default_cpu_precision()[0]
+
+
+needs_bf16 = pytest.mark.skipif(cpu_bf16_isa() is None, reason="this CPU has no native bf16 (AVX512-BF16 / AMX-BF16)")
+
+
+# (precision, largest difference in output levels, share of values that differ, float tolerance):
+# fp32: the engine sums in another order (~1e-4 on 0-255), which can move a value lying next to a rounding
+#       tie by one level of the output dtype; floats agree to ~1e-6.
+# bf16: the body's features and weights carry 8-bit mantissas (relative 2^-9), about 0.1-0.3 of an 8-bit
+#       level at the output: a few percent of values move by one level.
+@pytest.mark.parametrize("precision,levels,share,float_tol", [
+    ("fp32", 1, 0.01, 1e-5),
+    pytest.param("bf16", 2, 0.10, 4 / 255, marks=needs_bf16),
+])
 @pytest.mark.parametrize("img", [U8[..., :3], U16[..., :3], F32[..., :3]], ids=["uint8", "uint16", "float"])
-def test_engine_backend_agrees_with_reference(model, up, img):
-    engine_up = Upscaler(model)  # the default: fastsr.optimize's torch backend on CPU
-    assert engine_up.backend is None
+def test_engine_backend_agrees_with_reference(model, up, img, precision, levels, share, float_tol):
+    engine_up = Upscaler(model, precision=precision)  # the engine: fastsr.optimize's torch backend on CPU
     got, want = engine_up(img, 2).astype(np.float64), up(img, 2).astype(np.float64)
-    # (fp32, at most one level): the engine sums in another order (~1e-4 on 0-255), which can move a value
-    # lying next to a rounding tie by one level of the output dtype; floats agree to ~1e-6.
     if img.dtype == np.float32:
-        assert np.abs(got - want).max() <= 1e-5
-    else:
-        assert np.abs(got - want).max() <= 1
-        assert (got != want).mean() < 0.01
+        assert np.abs(got - want).max() <= float_tol
+    elif img.dtype == np.uint8 or precision == "fp32":
+        assert np.abs(got - want).max() <= levels
+        assert (got != want).mean() < share
+    else:  # bf16 to 16 bits: the same error, in levels 257 times finer
+        assert np.abs(got - want).max() <= levels * 257
 
 
 def test_float_is_not_quantized(model, up):
@@ -216,7 +235,7 @@ def test_rgb_range_other_than_255():
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
         expected = net(x).clamp(0, 1)
-    assert (Upscaler(net)(x, 2) - expected).abs().max() <= 1e-5
+    assert (Upscaler(net, precision="fp32")(x, 2) - expected).abs().max() <= 1e-5
 
 
 # -------------------------------------------------------------------------------------------- ensemble

@@ -11,6 +11,7 @@ import torch
 import fastsr
 from fastsr.evaluate import evaluate
 from fastsr.models import MDSRConfig, build
+from fastsr.system import cpu_bf16_isa
 from fastsr.weights import (
     DEFAULT_WEIGHTS,
     DefaultWeightsMissing,
@@ -114,6 +115,15 @@ def test_readme_table_is_what_fastsr_eval_gives_for_the_shipped_weights(data_dir
             # CPUs, keeps a correct table within these.
             assert got.psnr == pytest.approx(psnr, abs=0.006), (row, name, s)
             assert got.ssim == pytest.approx(ssim, abs=6e-5), (row, name, s)
+    if cpu_bf16_isa() is None:
+        return  # the bf16 quality guard below needs native bf16 (the CPU default falls back to fp32)
+    # The CPU bf16 mode's quality guard: at most 0.01 dB below fp32 on every set and scale (README, "CPU
+    # precision"). About 1.5 more minutes.
+    bf16 = evaluate(data_dir, ("Set5", "Set14", "B100"), (2, 3, 4), model=fastsr.load(path), precision="bf16",
+                    bicubic_row=False)
+    for name, s in table:
+        delta = bf16["model"][name][s].psnr - results["model"][name][s].psnr
+        assert delta >= -0.01, (name, s, delta)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,8 @@ with the same forward contract.
 
 Backends:
 
-* ``torch`` -- the folded plan with torch ops (oneDNN fused post-ops on CPU); any device. The CPU default.
+* ``torch`` -- the folded plan with torch ops (oneDNN fused post-ops on CPU, bf16 where the CPU has native
+  bf16, see :func:`fastsr.system.default_cpu_precision`); any device. The CPU default.
 * ``triton`` -- the plan with fastsr's fused Triton conv kernels (``fastsr.kernels``); CUDA only. The CUDA
   default.
 * ``interpret`` -- the same Triton kernels under ``TRITON_INTERPRET=1`` on the CPU: slow, for tests.
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from ..models import EDSR, MDSR
+from ..system import default_cpu_precision, require_cpu_bf16
 from .plan import Plan, lower
 
 __all__ = ["optimize", "OptimizedSR", "Plan", "lower", "BACKENDS", "PRECISIONS"]
@@ -68,11 +70,13 @@ def _as_fastsr(model: nn.Module) -> tuple[EDSR | MDSR, str]:
     )
 
 
-def _make_runner(plan: Plan, backend: str, device: torch.device, dtype: torch.dtype):
+def _make_runner(plan: Plan, backend: str, device: torch.device, dtype: torch.dtype, winograd: bool = False):
     if backend == "torch":
-        from .torch_backend import TorchRunner
+        from .torch_backend import TorchRunner, cpu_bf16_policy
 
-        return TorchRunner(plan, device, dtype)
+        if device.type == "cpu" and dtype == torch.bfloat16:
+            return TorchRunner(plan, device, dtype, **cpu_bf16_policy(plan))
+        return TorchRunner(plan, device, dtype, winograd=winograd)
     from .triton_backend import TritonRunner
 
     return TritonRunner(plan, device, dtype)
@@ -84,7 +88,10 @@ def _resolve(backend: str | None, precision: str | None, device: torch.device) -
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if precision is None:
-        precision = "fp16" if device.type == "cuda" else "fp32"
+        if device.type == "cuda":
+            precision = "fp16"
+        else:  # the Triton interpreter computes bf16 wrongly: fp32 there
+            precision = default_cpu_precision()[0] if backend == "torch" else "fp32"
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
     if backend == "triton" and device.type != "cuda":
@@ -95,23 +102,30 @@ def _resolve(backend: str | None, precision: str | None, device: torch.device) -
             raise ValueError(f"the interpret backend runs on CPU; the model is on {device}")
         if precision == "bf16":
             raise ValueError("bf16 under the Triton interpreter is computed wrongly; use fp32 or fp16")
-    if backend == "torch" and device.type == "cpu" and precision != "fp32":
-        raise ValueError(f"the torch backend runs fp32 on CPU (got {precision}); half precision needs CUDA")
+    if backend == "torch" and device.type == "cpu":
+        if precision == "fp16":
+            raise ValueError("the torch backend runs fp32 or bf16 on CPU (got fp16); fp16 needs CUDA")
+        if precision == "bf16":
+            require_cpu_bf16()
     return backend, PRECISIONS[precision]
 
 
 class OptimizedSR(nn.Module):
     """The optimized network. ``forward`` has the source module's signature and value range."""
 
-    def __init__(self, model: EDSR | MDSR, source: str, backend: str, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, model: EDSR | MDSR, source: str, backend: str, dtype: torch.dtype, device: torch.device,
+                 winograd: bool = False) -> None:
         super().__init__()
         self.config = model.config
+        # The fastsr reference it was lowered from (for export_onnx); not a submodule, so not in state_dict.
+        object.__setattr__(self, "reference", model)
         self.source = source
         self.backend = backend
         self.dtype = dtype
         self.device = device
         self.plans = {s: lower(model, s) for s in model.config.scales}
-        self.runners = {s: _make_runner(p, backend, device, dtype) for s, p in self.plans.items()}
+        self.winograd = winograd
+        self.runners = {s: _make_runner(p, backend, device, dtype, winograd) for s, p in self.plans.items()}
         for plan in self.plans.values():  # the runners hold the packed weights; the plans keep only shapes
             for op in plan.ops():
                 op.weight = op.weight.to("meta")
@@ -166,19 +180,31 @@ class OptimizedSR(nn.Module):
         plan = self.plans[self._scale(scale)]
         runner = self.runners[plan.scale]
         rows = runner.band_rows(height, width)
-        return plan.activation_bytes(n, height, width, self.dtype.itemsize, rows)
+        # Mixed precision (CPU bf16: fp32 head, tail and output): counted at the widest dtype, an upper bound.
+        itemsize = max(self.dtype.itemsize, getattr(runner, "out_dtype", self.dtype).itemsize)
+        return plan.activation_bytes(n, height, width, itemsize, rows)
 
     def extra_repr(self) -> str:
-        return f"{self.config}, backend={self.backend}, dtype={self.dtype}, device={self.device}"
+        return (f"{self.config}, backend={self.backend}, dtype={self.dtype}, device={self.device}"
+                + (", winograd=True" if self.winograd else ""))
 
 
-def optimize(model: nn.Module, *, backend: str | None = None, precision: str | None = None) -> OptimizedSR:
+def optimize(model: nn.Module, *, backend: str | None = None, precision: str | None = None,
+             winograd: bool = False) -> OptimizedSR:
     """Build the inference engine for ``model`` once; the model itself is left untouched.
 
     ``backend``: ``"torch"``, ``"triton"`` or ``"interpret"`` (default: triton on CUDA, torch elsewhere);
-    ``precision``: ``"fp32"``, ``"fp16"`` or ``"bf16"`` (default: fp16 on CUDA, fp32 on CPU). Unsupported
-    combinations raise ValueError.
+    ``precision``: ``"fp32"``, ``"fp16"`` or ``"bf16"`` (default: fp16 on CUDA; on the CPU
+    :func:`fastsr.system.default_cpu_precision`). Unsupported combinations raise ValueError, and so does
+    ``bf16`` on a CPU without native bf16 instructions (AVX512-BF16 or AMX-BF16).
+
+    ``winograd=True`` (CPU, torch backend, fp32): each 3x3 conv may run as Winograd F(4, 3) instead of
+    oneDNN's direct conv, chosen per op and input shape by timing both on the first input of that shape.
+    It pays at 256 channels (full EDSR); it is off by default because its rounding depends on a pixel's
+    place in the 4x4 tile grid, so tiled and untiled ``upscale`` results may differ in the last bits.
     """
+    if not isinstance(winograd, bool):
+        raise TypeError(f"winograd must be True or False, got {winograd!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"optimize() expects an nn.Module, got {type(model).__name__}")
     device = _device_of(model)
@@ -187,7 +213,10 @@ def optimize(model: nn.Module, *, backend: str | None = None, precision: str | N
     if backend == "interpret" and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError("the interpret backend needs TRITON_INTERPRET=1 in the environment before Triton "
                          "is imported (set it at process start)")
-    engine = OptimizedSR(reference, source, backend, dtype, device).eval()
+    if winograd and (backend != "torch" or device.type != "cpu" or dtype != torch.float32):
+        raise ValueError("winograd=True needs the torch backend on the CPU in fp32 (precision='fp32'); got "
+                         f"backend {backend!r}, device {device}, {dtype}")
+    engine = OptimizedSR(reference, source, backend, dtype, device, winograd).eval()
     if source == "edsr-pytorch" and engine.multi_scale:
         engine.set_scale(int(getattr(model, "scale_idx", 0)))  # the branch the given module has selected
     return engine
