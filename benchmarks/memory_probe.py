@@ -2,7 +2,7 @@
 
 ``python benchmarks/memory_probe.py IMPL PRESET SIZE`` prints a JSON line with the process's resident-set
 growth from just before the forward pass to its peak: the memory the pass needed beyond the loaded model.
-IMPL is ``reference``, ``engine`` (fastsr's torch backend, fp32), or an implementation of ``peers.py``
+IMPL is ``reference``, ``engine`` (fastsr's torch backend in fp32), or an implementation of ``peers.py``
 (``fastsr torch bf16``, ``onnxruntime``, ``openvino f32``, ...). Every IMPL is built and warmed up on an
 8x8 input first (lazy initialisation, weight packing), so only the forward's own memory is counted. The peak
 is VmHWM after resetting it through ``/proc/self/clear_refs`` (Linux): ``ru_maxrss`` would also count the
@@ -36,7 +36,7 @@ def reset_peak() -> None:
 def runner(impl: str, model: torch.nn.Module, scale: int, folder: Path):
     """numpy NCHW float32 -> output, for any input size."""
     if impl in ("reference", "engine"):
-        net = fastsr.optimize(model) if impl == "engine" else model
+        net = fastsr.optimize(model, precision="fp32") if impl == "engine" else model
         args = (scale,) if isinstance(model, MDSR) else ()
 
         def run(x: np.ndarray):

@@ -38,8 +38,9 @@ FASTSR = {"fastsr torch fp32": "fp32", "fastsr torch bf16": "bf16"}
 def missing(impl: str) -> str | None:
     """Why ``impl`` cannot run here (None if it can)."""
     precision = PEERS[impl][1] if impl in PEERS else FASTSR.get(impl)
-    if impl in PEERS and importlib.util.find_spec(PEERS[impl][0]) is None:
-        return f"{PEERS[impl][0]} is not installed (pip install \"fastsr[bench]\")"
+    for module in (PEERS[impl][0], "onnx") if impl in PEERS else ():  # onnx: the peers read fastsr's export
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed (pip install \"fastsr[bench]\")"
     if precision == "bf16" and cpu_bf16_isa() is None:
         return "this CPU has no native bf16 (neither AVX512-BF16 nor AMX-BF16): the bf16 cases need it"
     return None

@@ -280,7 +280,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError
     from .export import export_onnx
     from .weights import DefaultWeightsMissing
 
@@ -290,7 +289,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                     dynamic=args.static is None, size=args.static or (64, 64), overwrite=args.overwrite)
     except FileExistsError as e:
         raise UsageError(f"{e.filename or out} exists; pass --overwrite to replace it") from e
-    except (ValueError, TypeError, FileNotFoundError, DefaultWeightsMissing, ImportError) as e:
+    except (ValueError, TypeError, OSError, DefaultWeightsMissing, ImportError) as e:
         raise UsageError(str(e)) from e
     shape = f"static 1x3x{args.static[0]}x{args.static[1]}" if args.static else "dynamic batch, height and width"
     print(f"wrote {out} ({args.precision}, {shape})")

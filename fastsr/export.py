@@ -162,8 +162,9 @@ def export_onnx(model: Any, path: str | os.PathLike, *, scale: int | None = None
     """
     if precision not in EXPORT_PRECISIONS:
         raise ValueError(f"precision must be one of {EXPORT_PRECISIONS}, got {precision!r}")
-    if not isinstance(dynamic, bool):
-        raise TypeError(f"dynamic must be True or False, got {dynamic!r}")
+    for name, flag in (("dynamic", dynamic), ("overwrite", overwrite)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
     if (not isinstance(size, (tuple, list)) or len(size) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
         raise ValueError(f"size must be (height, width) with two positive ints, got {size!r}")

@@ -150,6 +150,8 @@ def test_bad_arguments(tmp_path, randomize_bn):
         export_onnx(42, tmp_path / "a.onnx")
     with pytest.raises(TypeError, match="dynamic must be True or False"):
         export_onnx(edsr, tmp_path / "a.onnx", dynamic="yes")
+    with pytest.raises(TypeError, match="overwrite must be True or False"):
+        export_onnx(edsr, tmp_path / "a.onnx", overwrite="no")
     (tmp_path / "keep.onnx").write_bytes(b"mine")
     with pytest.raises(FileExistsError, match="keep.onnx exists"):
         export_onnx(edsr, tmp_path / "keep.onnx", overwrite=False)
@@ -158,27 +160,18 @@ def test_bad_arguments(tmp_path, randomize_bn):
 
 
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch, randomize_bn):
-    import fastsr.export as export
+    import fastsr._files as files
 
-    def broken(*args, **kwargs):
+    def broken_replace(src, dst):
         raise OSError("disk full")
 
     model = network("edsr", randomize_bn)
     (tmp_path / "old.onnx").write_bytes(b"previous")
-    real = export.plan_to_onnx
-
-    class Proto:
-        def __init__(self, *a, **k):
-            self.real = real(*a, **k)
-
-        def SerializeToString(self):
-            return broken()
-
-    monkeypatch.setattr(export, "plan_to_onnx", Proto)
+    monkeypatch.setattr(files.os, "replace", broken_replace)  # the file is written, the rename fails
     with pytest.raises(OSError, match="disk full"):
         export_onnx(model, tmp_path / "old.onnx")
     assert (tmp_path / "old.onnx").read_bytes() == b"previous"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.onnx"]  # the temporary is gone
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -205,3 +198,18 @@ def test_cli_export(tmp_path, capsys, randomize_bn):
     with pytest.raises(SystemExit):
         cli(["export", str(ckpt), "-s", "2", "-o", str(tmp_path / "w.onnx"), "--static", "20by30"])
     assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "y.onnx").exists()
+
+
+def test_export_from_an_engine_needs_its_module(tmp_path, randomize_bn):
+    import gc
+
+    from foreign import OfficialEDSR
+
+    engine = fastsr.optimize(network("edsr", randomize_bn))  # the module is gone after this line
+    gc.collect()
+    with pytest.raises(ValueError, match="no longer exists; export the module or its checkpoint"):
+        export_onnx(engine, tmp_path / "e.onnx")
+    assert not (tmp_path / "e.onnx").exists()
+    torch.manual_seed(0)
+    theirs = fastsr.optimize(OfficialEDSR(n_resblocks=1, n_feats=8, scale=2).eval())  # converted: kept
+    assert export_onnx(theirs, tmp_path / "t.onnx").exists()

@@ -158,7 +158,7 @@ def test_uint16_feeds_value_over_257_and_scales_back(model, up):
 def test_the_default_is_the_engine_in_the_cpu_default_precision(model):
     from fastsr.system import default_cpu_precision
 
-    engine_up = Upscaler(model)
+    engine_up = Upscaler(model, device="cpu")
     assert engine_up.backend is None and engine_up.precision == default_cpu_precision()[0]
 
 
@@ -176,7 +176,7 @@ needs_bf16 = pytest.mark.skipif(cpu_bf16_isa() is None, reason="this CPU has no 
 ])
 @pytest.mark.parametrize("img", [U8[..., :3], U16[..., :3], F32[..., :3]], ids=["uint8", "uint16", "float"])
 def test_engine_backend_agrees_with_reference(model, up, img, precision, levels, share, float_tol):
-    engine_up = Upscaler(model, precision=precision)  # the engine: fastsr.optimize's torch backend on CPU
+    engine_up = Upscaler(model, precision=precision, device="cpu")  # fastsr.optimize's torch backend
     got, want = engine_up(img, 2).astype(np.float64), up(img, 2).astype(np.float64)
     if img.dtype == np.float32:
         assert np.abs(got - want).max() <= float_tol

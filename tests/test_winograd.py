@@ -109,3 +109,8 @@ def test_winograd_errors():
     if cpu_bf16_isa() is not None:
         with pytest.raises(ValueError, match="winograd=True needs the torch backend on the CPU in fp32"):
             optimize(model, precision="bf16", winograd=True)
+
+
+def test_winograd_picks_fp32():
+    engine = optimize(build(EDSRConfig(n_resblocks=1, n_feats=8)).eval(), winograd=True)
+    assert engine.dtype == torch.float32 and engine.winograd

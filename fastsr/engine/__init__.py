@@ -18,6 +18,7 @@ attributes; the optimized module keeps their forward contract (BasicSR: [0, 1] i
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 import torch
@@ -117,8 +118,11 @@ class OptimizedSR(nn.Module):
                  winograd: bool = False) -> None:
         super().__init__()
         self.config = model.config
-        # The fastsr reference it was lowered from (for export_onnx); not a submodule, so not in state_dict.
-        object.__setattr__(self, "reference", model)
+        # The fastsr reference it was lowered from, for export_onnx (not a submodule: not in state_dict). The
+        # caller's own fastsr module is held weakly, so the engine never keeps a second copy of the weights
+        # alive (a GPU copy, say); a converted EDSR-PyTorch / BasicSR module (a CPU copy) is held.
+        ref = weakref.ref(model) if source == "fastsr" else (lambda: model)
+        object.__setattr__(self, "_reference", ref)
         self.source = source
         self.backend = backend
         self.dtype = dtype
@@ -131,6 +135,15 @@ class OptimizedSR(nn.Module):
                 op.weight = op.weight.to("meta")
         self.multi_scale = isinstance(model, MDSR)
         self.scale_idx = 0  # EDSR-PyTorch's MDSR selects its branch with set_scale(idx)
+
+    @property
+    def reference(self) -> EDSR | MDSR:
+        """The fastsr reference network this engine was built from, while it is still alive."""
+        model = self._reference()
+        if model is None:
+            raise ValueError("the module this engine was optimized from no longer exists; export the module "
+                             "or its checkpoint instead")
+        return model
 
     def set_scale(self, scale_idx: int) -> None:
         """EDSR-PyTorch's MDSR API: select the branch ``scale_idx`` for ``forward(x)``."""
@@ -176,7 +189,8 @@ class OptimizedSR(nn.Module):
         return self.run(x, scale)
 
     def activation_bytes(self, n: int, height: int, width: int, scale: int | None = None) -> int:
-        """The plan's peak activation memory for an ``n x C x height x width`` input, in bytes."""
+        """The plan's peak activation memory for an ``n x C x height x width`` input, in bytes (an upper
+        bound: the banded tail's, which the folded tail's is about equal to)."""
         plan = self.plans[self._scale(scale)]
         runner = self.runners[plan.scale]
         rows = runner.band_rows(height, width)
@@ -208,14 +222,16 @@ def optimize(model: nn.Module, *, backend: str | None = None, precision: str | N
     if not isinstance(model, nn.Module):
         raise TypeError(f"optimize() expects an nn.Module, got {type(model).__name__}")
     device = _device_of(model)
+    if winograd is True and precision is None:
+        precision = "fp32"  # Winograd is an fp32 algorithm: asking for it picks fp32 on any CPU
     backend, dtype = _resolve(backend, precision, device)
+    if winograd and (backend != "torch" or device.type != "cpu" or dtype != torch.float32):
+        raise ValueError("winograd=True needs the torch backend on the CPU in fp32 (precision='fp32'); got "
+                         f"backend {backend!r}, device {device}, {dtype}")
     reference, source = _as_fastsr(model)
     if backend == "interpret" and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError("the interpret backend needs TRITON_INTERPRET=1 in the environment before Triton "
                          "is imported (set it at process start)")
-    if winograd and (backend != "torch" or device.type != "cpu" or dtype != torch.float32):
-        raise ValueError("winograd=True needs the torch backend on the CPU in fp32 (precision='fp32'); got "
-                         f"backend {backend!r}, device {device}, {dtype}")
     engine = OptimizedSR(reference, source, backend, dtype, device, winograd).eval()
     if source == "edsr-pytorch" and engine.multi_scale:
         engine.set_scale(int(getattr(model, "scale_idx", 0)))  # the branch the given module has selected

@@ -266,8 +266,10 @@ def fold_tail(plan: Plan) -> ConvOp:
     tail everywhere except in the outermost LR pixel ring of the image: there the tail's intermediate maps
     are zero-padded, which a single conv cannot express (the runner recomputes that ring with the tail).
 
-    The weights are the tail's impulse responses, computed in float64: channel ``i`` impulse at the centre
-    of a canvas wide enough that no border is in reach.
+    The weights are the tail's input gradients at the canvas centre (one backward pass per output channel
+    and phase, batched: ``n_colors * scale**2`` of them, not one forward pass per input channel), computed
+    in fp32 on the CPU on a canvas wide enough that no border is in reach; the bias is the tail's output
+    there for a zero input.
     """
     r, s = FOLD_RADIUS, plan.scale
     f = plan.tail[0].weight.shape[1]
@@ -275,26 +277,26 @@ def fold_tail(plan: Plan) -> ConvOp:
     c = size // 2
 
     def tail(x: torch.Tensor, with_bias: bool) -> torch.Tensor:
-        for op in plan.tail:
-            bias = op.bias.double() if with_bias else None
-            x = torch.nn.functional.conv2d(x, op.weight.double(), bias, padding=op.kernel_size // 2)
-            if op.shuffle > 1:
-                x = torch.nn.functional.pixel_shuffle(x, op.shuffle)
+        for weight, bias, pad, shuffle in ops:
+            x = torch.nn.functional.conv2d(x, weight, bias if with_bias else None, padding=pad)
+            if shuffle > 1:
+                x = torch.nn.functional.pixel_shuffle(x, shuffle)
         return x
 
-    impulses = torch.zeros(f, f, size, size, dtype=torch.float64)
-    impulses[torch.arange(f), torch.arange(f), c, c] = 1.0
-    with torch.no_grad():
-        resp = tail(impulses, False)  # [F, colors, size*s, size*s]
-        bias_map = tail(torch.zeros(1, f, size, size, dtype=torch.float64), True)[0]
-    colors = resp.shape[1]
     k = 2 * r + 1
-    # out[o*s^2 + p*s + q, Y, X] = sum_{i,kk,ll} W[., i, kk, ll] x[i, Y + kk - r, X + ll - r]; an impulse at
-    # (c, c) answers at Y = c + r - kk.
-    rows = (c + r - torch.arange(k)).view(k, 1) * s + torch.arange(s).view(1, s)  # [kk, p] -> HR row
-    sub = resp[:, :, rows][:, :, :, :, rows]  # [F, colors, kk, p, ll, q]
-    weight = sub.permute(1, 3, 5, 0, 2, 4).reshape(colors * s * s, f, k, k)
-    centre = torch.arange(s) + c * s
-    bias = bias_map[:, centre][:, :, centre].reshape(colors * s * s)  # [colors, p, q]
-    return ConvOp("tail.folded", weight.float().contiguous(), bias.float().contiguous(), src=SKIP, dst=OUT,
-                  shuffle=s)
+    with torch.inference_mode(False), torch.enable_grad():  # also when optimize() runs in inference mode
+        # Copies made here are ordinary tensors, which autograd can save (inference tensors it cannot).
+        ops = [(op.weight.detach().float().cpu().clone(), op.bias.detach().float().cpu().clone(),
+                op.kernel_size // 2, op.shuffle) for op in plan.tail]
+        x = torch.zeros(1, f, size, size, requires_grad=True)
+        centre = tail(x, False)[0, :, c * s : (c + 1) * s, c * s : (c + 1) * s]  # [colors, p, q]
+        colors = centre.shape[0]
+        n_out = colors * s * s
+        eye = torch.eye(n_out).view(n_out, colors, s, s)
+        (grads,) = torch.autograd.grad(centre, x, eye, is_grads_batched=True)  # [n_out, 1, F, size, size]
+    # out[o*s^2 + p*s + q, Y, X] = sum_{i,kk,ll} W[., i, kk, ll] x[i, Y + kk - r, X + ll - r], at Y = X = c.
+    weight = grads[:, 0, :, c - r : c - r + k, c - r : c - r + k]
+    with torch.no_grad():
+        bias = tail(torch.zeros(1, f, size, size), True)[0, :, c * s : (c + 1) * s, c * s : (c + 1) * s]
+    bias = bias.reshape(n_out)
+    return ConvOp("tail.folded", weight.contiguous(), bias.contiguous(), src=SKIP, dst=OUT, shuffle=s)

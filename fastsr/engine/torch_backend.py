@@ -219,13 +219,13 @@ class TorchRunner(Runner):
         pixels wide) recomputed by the tail itself on strips of ``skip`` along the edges. A strip holds the
         ring row and the tail's receptive field (TAIL_HALO rows) beyond it; the top and bottom strips run as
         one batch, and so do the left and right ones."""
+        n, _, h, w = skip.shape
+        s, k = self.plan.scale, TAIL_HALO + 1
+        if h <= 2 * k or w <= 2 * k:  # the strips would cover the image: the tail itself is as cheap
+            return self._banded_tail(skip)
         band = {SKIP: skip}
         self.folded(band)
         out = band[OUT]
-        n, _, h, w = skip.shape
-        s, k = self.plan.scale, TAIL_HALO + 1
-        if h <= 2 * k or w <= 2 * k:  # small images: the tail on the whole image is as cheap
-            return self._tail_on(skip)
         rows = self._tail_on(torch.cat([skip[:, :, :k], skip[:, :, -k:]]))
         out[:, :, :s], out[:, :, -s:] = rows[:n, :, :s], rows[n:, :, -s:]
         cols = self._tail_on(torch.cat([skip[:, :, :, :k], skip[:, :, :, -k:]]))
