@@ -13,6 +13,7 @@ GEMM rate at its precision, measured in the same run (group "machine").
 from __future__ import annotations
 
 import statistics
+import time
 
 import numpy as np
 import pytest
@@ -88,8 +89,6 @@ def test_cpu_side_by_side(preset, scale, side, record, request, tmp_path):
         return
     times: dict[str, list[float]] = {impl: [] for impl in runners}
     order = list(runners)
-    import time
-
     for r in range(ROUNDS):
         for impl in order[r % len(order):] + order[: r % len(order)]:
             t = time.perf_counter()

@@ -189,8 +189,8 @@ class OptimizedSR(nn.Module):
         return self.run(x, scale)
 
     def activation_bytes(self, n: int, height: int, width: int, scale: int | None = None) -> int:
-        """The plan's peak activation memory for an ``n x C x height x width`` input, in bytes (an upper
-        bound: the banded tail's, which the folded tail's is about equal to)."""
+        """The plan's peak activation memory for an ``n x C x height x width`` input, in bytes: the banded
+        tail's, about equal to the folded tail's."""
         plan = self.plans[self._scale(scale)]
         runner = self.runners[plan.scale]
         rows = runner.band_rows(height, width)

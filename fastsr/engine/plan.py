@@ -256,7 +256,7 @@ class Runner:
 FOLD_RADIUS = 2
 
 
-def fold_tail(plan: Plan) -> ConvOp:
+def fold_tail(plan: Plan, name: str = "tail.folded") -> ConvOp:
     """The whole tail (upsampler convs, pixel shuffles, final conv: all linear, no activation between them)
     as one LR conv followed by one pixel shuffle by ``scale``: a ``(2 FOLD_RADIUS + 1)``-square conv from
     the body's F channels to ``n_colors * scale**2``.
@@ -299,4 +299,4 @@ def fold_tail(plan: Plan) -> ConvOp:
     with torch.no_grad():
         bias = tail(torch.zeros(1, f, size, size), True)[0, :, c * s : (c + 1) * s, c * s : (c + 1) * s]
     bias = bias.reshape(n_out)
-    return ConvOp("tail.folded", weight.contiguous(), bias.contiguous(), src=SKIP, dst=OUT, shuffle=s)
+    return ConvOp(name, weight.contiguous(), bias.contiguous(), src=SKIP, dst=OUT, shuffle=s)

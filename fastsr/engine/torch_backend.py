@@ -42,8 +42,7 @@ class _Conv:
     """One plan op with its weights on the device in its compute dtype (and oneDNN layout on CPU).
 
     The op reads its source buffer in ``dtype`` (cast if the buffer is kept in another dtype), computes in
-    ``dtype`` with fp32 accumulation, and writes ``out_dtype``; a residual add into a buffer of another
-    dtype (a bf16 conv accumulating into an fp32 residual stream) is done by torch after the conv.
+    ``dtype`` with fp32 accumulation, and writes ``out_dtype``.
     """
 
     def __init__(self, op: ConvOp, device: torch.device, dtype: torch.dtype, out_dtype: torch.dtype,
@@ -85,12 +84,6 @@ class _Conv:
         if self.winograd is not None and self._winograd_wins(x):
             y = conv3x3(x.contiguous(memory_format=_CL), self.u, self.bias, relu=op.relu, residual=residual,
                         out=residual if in_place else None)
-        elif residual is not None and residual.dtype != self.dtype:  # mixed precision: add after the conv
-            y = self._conv(x, None)
-            if in_place:
-                y = residual.add_(y)
-            else:
-                y = torch.add(residual.to(self.out_dtype), y)
         elif self._reusable(bufs.get(op.dst), x, residual):
             # conv + ReLU into the previous block's dst buffer (zeroed, then a fused in-place conv + add +
             # ReLU): the same bits, without a new allocation that glibc would map and fault in page by page.
@@ -147,35 +140,30 @@ class _Conv:
 class TorchRunner(Runner):
     """Executes a plan: the trunk over whole LR maps, then the tail in row bands of the body output.
 
-    ``op_dtypes`` (op name -> compute dtype) overrides ``dtype`` per op, and ``stream_dtype`` is the dtype
-    of the residual stream and global-skip buffers (default: ``dtype``): the mixed-precision CPU modes.
+    ``op_dtypes`` (op name -> compute dtype) overrides ``dtype`` per op (the CPU bf16 mode); the feature
+    buffers (residual stream, global skip) stay in ``dtype``, and the output is in the final op's dtype.
     ``winograd``: fp32 3x3 convs may run as Winograd F(4, 3) where it times faster (see ``winograd.py``).
     """
 
     def __init__(self, plan: Plan, device: torch.device, dtype: torch.dtype, *, band_budget_bytes: int | None = None,
-                 op_dtypes: dict[str, torch.dtype] | None = None, stream_dtype: torch.dtype | None = None,
-                 winograd: bool = False, fold: bool = True) -> None:
+                 op_dtypes: dict[str, torch.dtype] | None = None, winograd: bool = False,
+                 fold: bool = True) -> None:
         super().__init__(plan, device, dtype, band_budget_bytes=band_budget_bytes)
         op_dtypes = op_dtypes or {}
-        stream = stream_dtype or dtype
         self.out_dtype = op_dtypes.get(plan.tail[-1].name, dtype)
-        fused = device.type == "cpu" and mkldnn_fusion_available()
-        self.fused = fused
+        self.fused = device.type == "cpu" and mkldnn_fusion_available()
 
         def conv(op: ConvOp) -> _Conv:
             compute = op_dtypes.get(op.name, dtype)
-            out = stream if op.dst in (SKIP, X) else compute
-            if op.dst == OUT:
-                out = self.out_dtype
-            ok = fused and compute in (torch.float32, torch.bfloat16)
-            return _Conv(op, device, compute, out, ok, winograd=winograd)
+            out = self.out_dtype if op.dst == OUT else dtype if op.dst in (SKIP, X) else compute
+            fused = self.fused and compute in (torch.float32, torch.bfloat16)
+            return _Conv(op, device, compute, out, fused, winograd=winograd)
 
         self.trunk = [conv(op) for op in plan.trunk]
         self.tail = [conv(op) for op in plan.tail]
-        # The folded tail, in the final op's dtype (fp32 in the CPU bf16 mode); the unfolded tail above
-        # computes the outermost ring and runs where folding is switched off.
-        self.folded = _Conv(fold_tail(plan), device, self.out_dtype, self.out_dtype,
-                            fused and self.out_dtype in (torch.float32, torch.bfloat16)) if fold else None
+        # The folded tail (named after the final op, so it gets its dtype: fp32 in the CPU bf16 mode); the
+        # unfolded tail above computes the outermost ring and runs where folding is switched off.
+        self.folded = conv(fold_tail(plan, name=plan.tail[-1].name)) if fold else None
 
     @torch.no_grad()  # not inference_mode: the output must be an ordinary tensor, as the reference's
     def __call__(self, image: torch.Tensor, *, quantize: bool = False) -> torch.Tensor:
@@ -237,10 +225,10 @@ def cpu_bf16_policy(plan: Plan) -> dict:
     """The CPU bf16 mode's per-op dtypes (TorchRunner keywords).
 
     bf16 (native AVX512-BF16 / AMX-BF16 dot products with fp32 accumulation) for every F-channel conv: the
-    residual blocks, the body end and the upsamplers, with the residual stream kept in bf16. Kept in fp32:
+    residual blocks, the body end and the upsamplers, with the residual stream kept in bf16 (the runner's
+    dtype). Kept in fp32:
     the head (it reads the mean-shifted image, which bf16's 8-bit mantissa would round by up to half a
     level) and the final conv, or the folded tail that contains it (its 0..255 output must be fp32 before
     the clamp and the rounding to 8 bits).
     """
-    return {"op_dtypes": {plan.trunk[0].name: torch.float32, plan.tail[-1].name: torch.float32},
-            "stream_dtype": torch.bfloat16}
+    return {"op_dtypes": {plan.trunk[0].name: torch.float32, plan.tail[-1].name: torch.float32}}
