@@ -31,12 +31,16 @@ setup(
     ],
     extras_require={
         # The test command installs the optional parts too, so CI tests the export and runs every peer.
+        # OpenCV: the contrib build (a superset of opencv-python-headless: dnn and dnn_superres, which runs
+        # OpenCV's model-zoo EDSR files that fastsr.tf_graph reads). Only one of the two may be installed: both
+        # own the same cv2/ folder, and removing either breaks the other.
         "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6", "onnx>=1.14", "onnxruntime>=1.16",
-                 "openvino>=2024.0", "opencv-python-headless>=4.8"],
+                 "openvino>=2024.0", "opencv-contrib-python-headless>=4.8,<5", "ray[data]>=2.40,<3"],
         "export": ["onnx>=1.14"],  # fastsr.export_onnx / fastsr export
+        "ray": ["ray[data]>=2.40,<3"],  # fastsr.distributed / fastsr upscale --ray (Ray Data brings pyarrow)
         # benchmarks/: the CPU peers (ONNX Runtime, OpenVINO, OpenCV dnn, fed fastsr's ONNX export) and
         # render.py's chart.
-        "bench": ["onnx>=1.14", "onnxruntime>=1.16", "openvino>=2024.0", "opencv-python-headless>=4.8",
+        "bench": ["onnx>=1.14", "onnxruntime>=1.16", "openvino>=2024.0", "opencv-contrib-python-headless>=4.8,<5",
                   "matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["fastsr = fastsr.cli:main"]},

@@ -28,7 +28,8 @@ def machine() -> dict:
         # The CPU peers of benchmarks/test_cpu_peers.py.
         "onnxruntime": package_version("onnxruntime"),
         "openvino": package_version("openvino"),
-        "opencv": package_version("opencv-python-headless") or package_version("opencv-python"),
+        "opencv": (package_version("opencv-contrib-python-headless") or package_version("opencv-python-headless")
+                   or package_version("opencv-python")),
         "cpu bf16": _cpu_bf16(),
     }
 

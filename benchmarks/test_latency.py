@@ -27,7 +27,7 @@ CASES = GPU_CASES if CUDA else CPU_CASES
 
 IMPLS = ["reference", "reference channels_last", "torch.compile(reference)", "fastsr torch"]
 if CUDA:  # the fair GPU baseline: the reference in fp16 on cuDNN's channels_last path
-    IMPLS += ["reference fp16 channels_last", "fastsr triton"]
+    IMPLS += ["reference fp16 channels_last", "fastsr auto", "fastsr triton", "fastsr triton + CUDA graphs"]
 # torch.compile takes minutes per model on 2 CPU cores: only the smallest case there.
 COMPILE_CASES = {"edsr-baseline-x2"} if not CUDA else {c[0] for c in GPU_CASES}
 
@@ -61,10 +61,12 @@ def build(impl: str, preset: str):
         return net, lambda x: x.half().contiguous(memory_format=torch.channels_last), 1.5
     if impl == "torch.compile(reference)":
         return torch.compile(model), lambda x: x, 2e-3
-    backend = impl.split()[-1]
+    graphs = impl.endswith("CUDA graphs")
+    backend = impl.split()[1]
     precision = "fp16" if CUDA else "fp32"
     # fp16 on GPU: 11-bit mantissas through 33+ layers; fp32 on CPU: summation order only.
-    return fastsr.optimize(model, backend=backend, precision=precision), lambda x: x, 1.5 if CUDA else 2e-3
+    net = fastsr.optimize(model, backend=backend, precision=precision, cuda_graphs=graphs)
+    return net, lambda x: x, 1.5 if CUDA else 2e-3
 
 
 def timed(benchmark, fn, *args):

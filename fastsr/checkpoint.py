@@ -77,6 +77,28 @@ def _is_safetensors(path: Path) -> bool:
     return int.from_bytes(head[:8], "little") < path.stat().st_size
 
 
+def _check_zip_sizes(path: Path) -> None:
+    """Refuse a zip-format torch file whose entries expand beyond the file's own size.
+
+    ``torch.save`` stores entries uncompressed, so a real checkpoint's data is never larger than the file;
+    torch's reader would still inflate deflated entries (up to ~1000x), a zip bomb. Archives Python's zipfile
+    cannot parse are left to torch, which refuses them.
+    """
+    import zipfile
+
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            expanded = sum(max(0, info.file_size) for info in archive.infolist())
+    except Exception:  # noqa: BLE001 - zipfile raises BadZipFile, NotImplementedError, ... on damaged archives
+        return
+    size = path.stat().st_size
+    if expanded > size:
+        raise CheckpointError(f"cannot read {path}: its zip entries expand to {expanded:,} bytes from a file of "
+                              f"{size:,} (torch.save never compresses; refusing a possible zip bomb)")
+
+
 def _read_file(path: Path) -> tuple[Any, dict[str, str]]:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -92,6 +114,7 @@ def _read_file(path: Path) -> tuple[Any, dict[str, str]]:
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"cannot read {path} as safetensors: {first_line(e)}") from e
         return tensors, metadata
+    _check_zip_sizes(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -255,7 +278,20 @@ def _conv_shape(state: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
 
 
 def _upsampler_scale(state: Mapping[str, torch.Tensor], prefix: str, n_feats: int) -> int:
-    """Scale of the upsampler whose convs are ``{prefix}.0``, ``{prefix}.2``, ... (4F -> x2, 9F -> x3)."""
+    """Scale of the upsampler whose convs are ``{prefix}.0``, ``{prefix}.2``, ... (4F -> x2, 9F -> x3).
+
+    EDSR's conv-shuffle tail (OpenCV's zoo files, see fastsr.tf_graph) has instead one conv ``tail.0``,
+    F -> colours x s^2, and one pixel shuffle by s."""
+    if prefix == "tail.0" and f"{prefix}.weight" in state and f"{prefix}.0.weight" not in state:
+        out_channels, in_channels = _conv_shape(state, f"{prefix}.weight")[:2]
+        n_colors = _conv_shape(state, "head.0.weight")[1]
+        s = math.isqrt(out_channels // n_colors) if out_channels % n_colors == 0 else 0
+        if in_channels != n_feats or s < 2 or s * s * n_colors != out_channels:
+            raise CheckpointError(
+                f"{prefix}.weight has shape {tuple(state[prefix + '.weight'].shape)}; a conv-shuffle tail conv "
+                f"maps {n_feats} features to {n_colors} colours x scale^2 (e.g. {n_colors * 16} for x4)"
+            )
+        return s
     scale, j = 1, 0
     while f"{prefix}.{j}.weight" in state:
         out_channels = _conv_shape(state, f"{prefix}.{j}.weight")[0]
@@ -294,6 +330,36 @@ def _colour_stats(state: Mapping[str, torch.Tensor], rgb_range: float, n_colors:
     return stats
 
 
+def _structure(state: Mapping[str, torch.Tensor], layout: str) -> dict[str, Any]:
+    """The sizes that decide what a network allocates -- width, colours, depth, scales -- read from the shapes
+    and key names of the tensors in ``state`` (official key layout; ``layout`` from :func:`_detect`)."""
+    n_feats, n_colors = _conv_shape(state, "head.0.weight")[:2]
+    n_resblocks = _count_indexed(state, "body.{}.body.0.weight")
+    if n_resblocks == 0:
+        raise CheckpointError("missing key 'body.0.body.0.weight': the checkpoint has no residual blocks")
+    if layout == "mdsr":
+        n_branches = _count_indexed(state, "upsample.{}.0.weight")
+        scales = tuple(_upsampler_scale(state, f"upsample.{k}", n_feats) for k in range(n_branches))
+    else:
+        scales = (_upsampler_scale(state, "tail.0", n_feats),)
+    return {"arch": layout, "n_feats": n_feats, "n_colors": n_colors, "n_resblocks": n_resblocks, "scales": scales}
+
+
+def _check_structure(config: EDSRConfig | MDSRConfig, structure: Mapping[str, Any], claimed_by: str) -> None:
+    """CheckpointError unless ``config`` (a file's stored config, or overrides) has the sizes the tensors have.
+
+    Runs before any network is built: a config that claims more blocks, features, colours or scales than
+    the tensors hold would otherwise make :func:`load` allocate (and initialise) a network of the claimed
+    size -- gigabytes from a file of kilobytes -- before the tensors could contradict it.
+    """
+    claimed = {"arch": config.arch, "n_feats": config.n_feats, "n_colors": config.n_colors,
+               "n_resblocks": config.n_resblocks, "scales": tuple(config.scales)}
+    wrong = [f"{name}={claimed[name]!r} (the tensors have {structure[name]!r})"
+             for name in ("arch", "n_feats", "n_colors", "n_resblocks", "scales") if claimed[name] != structure[name]]
+    if wrong:
+        raise CheckpointError(f"{claimed_by} does not match the tensors in the checkpoint: " + ", ".join(wrong))
+
+
 def infer_config(state: Mapping[str, torch.Tensor], *, arch: str | None = None, **overrides: Any) -> EDSRConfig | MDSRConfig:
     """The config of the network a state dict (official / BasicSR / fastsr key layout) belongs to.
 
@@ -314,11 +380,9 @@ def infer_config(state: Mapping[str, torch.Tensor], *, arch: str | None = None, 
     if arch is not None and arch != layout:
         raise CheckpointError(f"arch={arch!r} was requested but the checkpoint's keys are those of a {layout}")
 
-    n_feats, n_colors = _conv_shape(state, "head.0.weight")[:2]
-    n_resblocks = _count_indexed(state, "body.{}.body.0.weight")
-    if n_resblocks == 0:
-        raise CheckpointError("missing key 'body.0.body.0.weight': the checkpoint has no residual blocks")
-    fields: dict[str, Any] = dict(n_feats=n_feats, n_colors=n_colors, n_resblocks=n_resblocks)
+    structure = _structure(state, layout)
+    n_feats, n_colors = structure["n_feats"], structure["n_colors"]
+    fields: dict[str, Any] = dict(n_feats=n_feats, n_colors=n_colors, n_resblocks=structure["n_resblocks"])
     fields.update(_colour_stats(state, float(overrides.get("rgb_range", 255.0)), n_colors))
     if n_colors != 3 and "rgb_mean" not in fields and "rgb_mean" not in overrides:
         raise CheckpointError(
@@ -327,14 +391,14 @@ def infer_config(state: Mapping[str, torch.Tensor], *, arch: str | None = None, 
         )
     try:
         if layout == "mdsr":
-            n_branches = _count_indexed(state, "upsample.{}.0.weight")
-            scales = tuple(_upsampler_scale(state, f"upsample.{k}", n_feats) for k in range(n_branches))
-            config: EDSRConfig | MDSRConfig = MDSRConfig(scales=scales, **fields)
+            config: EDSRConfig | MDSRConfig = MDSRConfig(scales=structure["scales"], **fields)
         else:
             # The paper's wide EDSR (256 features) uses residual scaling 0.1; the baseline uses none.
             res_scale = 0.1 if n_feats == 256 else 1.0
-            scale = _upsampler_scale(state, "tail.0", n_feats)
-            config = EDSRConfig(scale=scale, res_scale=res_scale, batch_norm=layout == "edsr-bn", **fields)
+            if "tail.0.weight" in state and "tail.0.0.weight" not in state:
+                fields["tail"] = "conv-shuffle"  # OpenCV's EDSR files (fastsr.tf_graph)
+            config = EDSRConfig(scale=structure["scales"][0], res_scale=res_scale, batch_norm=layout == "edsr-bn",
+                                **fields)
         return config.replace(**overrides) if overrides else config
     except (TypeError, ValueError) as e:
         if isinstance(e, CheckpointError):
@@ -378,12 +442,40 @@ def _check_against(model: nn.Module, state: Mapping[str, torch.Tensor], config: 
     raise CheckpointError("\n  ".join(parts))
 
 
+# Weight dtypes a network can take (cast to fp32 on load); num_batches_tracked (BatchNorm) is an integer.
+_WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _check_tensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Refuse, naming the key, every tensor that is not plain data the network can hold: meta (no data),
+    sparse or other non-strided layouts, quantized, tensor subclasses, devices other than CPU and CUDA, dtypes
+    other than fp32 / fp16 / bf16 / fp64 (float8, complex, integers; ``num_batches_tracked`` may be an integer).
+    Runs before anything reads a value, so torch never gets to raise its own error. CUDA tensors (a state dict
+    passed directly) are copied to the CPU."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if type(value) not in (torch.Tensor, nn.Parameter):
+            raise CheckpointError(f"{key!r} is a {type(value).__name__}, not a plain tensor")
+        if value.device.type == "meta":
+            raise CheckpointError(f"{key!r} is a meta tensor: it has a shape but no values")
+        if value.device.type not in ("cpu", "cuda"):
+            raise CheckpointError(f"{key!r} is on device {value.device}; weights must be on the CPU (or CUDA)")
+        if value.layout != torch.strided:
+            raise CheckpointError(f"{key!r} has layout {value.layout}; weights must be dense (torch.strided)")
+        if value.is_quantized:
+            raise CheckpointError(f"{key!r} is a quantized tensor ({value.dtype}); weights must be floating point")
+        integer_ok = key.endswith("num_batches_tracked") and not value.is_floating_point() and not value.is_complex()
+        if value.dtype not in _WEIGHT_DTYPES and not (integer_ok and value.dtype != torch.bool):
+            raise CheckpointError(f"{key!r} has dtype {value.dtype}; weights must be float32, float16, bfloat16 "
+                                  "or float64")
+        out[key] = value.detach().cpu() if value.device.type == "cuda" else value
+    return out
+
+
 def _check_values(state: Mapping[str, torch.Tensor]) -> None:
     for key, value in state.items():
         if key.endswith("num_batches_tracked"):
             continue
-        if not value.is_floating_point():
-            raise CheckpointError(f"{key!r} has dtype {value.dtype}; weights must be floating point")
         if not bool(torch.isfinite(value).all()):
             raise CheckpointError(f"{key!r} contains NaN or infinite values")
 
@@ -391,13 +483,27 @@ def _check_values(state: Mapping[str, torch.Tensor]) -> None:
 def load(source: str | os.PathLike | Mapping[str, Any], *, arch: str | None = None, **overrides: Any) -> EDSR | MDSR:
     """A reference network (eval mode, fp32, CPU) with the weights of ``source``.
 
-    ``source`` is a path (``.pt``, ``.pth``, ``.safetensors``) or a state dict: official EDSR-PyTorch,
-    BasicSR (bare or under ``params_ema`` / ``params``) or fastsr. ``arch`` forces ``"edsr"``,
+    ``source`` is a path (``.pt``, ``.pth``, ``.safetensors``; ``.pb``: OpenCV dnn_superres's EDSR files, see
+    :mod:`fastsr.tf_graph`) or a state dict: official EDSR-PyTorch, BasicSR (bare or under ``params_ema`` /
+    ``params``) or fastsr. ``arch`` forces ``"edsr"``,
     ``"edsr-bn"``, ``"mdsr"`` or a preset name; ``overrides`` replace config fields (e.g. ``res_scale``,
     which no checkpoint records). Raises FileNotFoundError for a missing file and :class:`CheckpointError`
     (a ValueError) for anything that cannot be read or does not match.
+
+    What a file can make it do (README, "Loading untrusted checkpoints"): no pickled code runs; nothing is
+    allocated from a file's claims (a stored config, a preset) before they agree with the tensors the file
+    actually holds -- sizes come from the tensors' shapes, so the network built is no larger than the file's
+    own weights; every tensor is checked (dense, strided, float, finite) before use.
     """
+    if isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".pb":
+        # OpenCV dnn_superres's EDSR files (TensorFlow frozen graphs), read without TensorFlow.
+        if arch not in (None, "edsr"):
+            raise CheckpointError(f"arch={arch!r} was requested but a .pb file is read as OpenCV's EDSR (arch 'edsr')")
+        from .tf_graph import load_opencv_pb
+
+        return load_opencv_pb(source, **overrides)
     state, carried = read_state_dict(source)
+    state = _check_tensors(state)
     layout = _detect(state)
     if carried is not None:
         try:
@@ -409,18 +515,26 @@ def load(source: str | os.PathLike | Mapping[str, Any], *, arch: str | None = No
             wanted = arch if arch in _ARCHS else config_from_name(arch).arch
             if wanted != config.arch:
                 raise CheckpointError(f"arch={arch!r} was requested but the checkpoint is a {config.arch}")
+        claimed_by = "the config stored in the file" + (" (with the overrides)" if overrides else "")
     else:
         config = infer_config(state, arch=arch, **overrides)
-    if layout == "basicsr":
+        claimed_by = "the requested network" if arch is not None or overrides else "the inferred network"
+    from_basicsr = layout == "basicsr"
+    if from_basicsr:
         state = _from_basicsr(state)
-    model = build(config)
+        layout = "edsr"
+    _check_structure(config, _structure(state, layout), claimed_by)
+    # The sizes agree with the tensors; the keys and shapes are compared on a network without storage (meta).
+    with torch.device("meta"):
+        shapes_only = build(config)
     optional: set[str] = set()
-    if layout == "basicsr":  # BasicSR applies the mean outside its convs: use the config's MeanShift
-        optional |= {k for k in model.state_dict() if k.startswith(("sub_mean.", "add_mean."))}
+    if from_basicsr:  # BasicSR applies the mean outside its convs: use the config's MeanShift
+        optional |= {k for k in shapes_only.state_dict() if k.startswith(("sub_mean.", "add_mean."))}
     # BatchNorm files written before PyTorch 0.4.1 have no num_batches_tracked (unused in eval mode).
-    optional |= {k for k in model.state_dict() if k.endswith("num_batches_tracked")}
-    _check_against(model, state, config, optional)
+    optional |= {k for k in shapes_only.state_dict() if k.endswith("num_batches_tracked")}
+    _check_against(shapes_only, state, config, optional)
     _check_values(state)
+    model = build(config)
     full = model.state_dict()
     full.update(state)
     model.load_state_dict(full, strict=True)

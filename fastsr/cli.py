@@ -7,15 +7,19 @@ and exit with status 2; nothing prints a traceback for them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._files import remove_live_temps
 from ._version import __version__
 from .imageio import DEFAULT_MAX_PIXELS
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class UsageError(Exception):
@@ -127,7 +131,10 @@ def _expand_inputs(specs: Sequence[str]) -> tuple[list[_Source], list[str]]:
                 errors.append(f"no files match {spec}")
             sources += [_Source(p) for p in found]
         else:
-            errors.append(f"input not found: {spec}")
+            from .imageio import not_regular_reason
+
+            reason = not_regular_reason(path) or "not a regular file"
+            errors.append(f"input not found: {spec}" if reason == "not found" else f"{spec}: {reason}")
     return sources, errors
 
 
@@ -173,6 +180,10 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     from .upscaler import Upscaler
     from .weights import DefaultWeightsMissing
 
+    if args.ray is not None:
+        return _cmd_upscale_ray(args)
+    if args.workers is not None or args.gpus_per_worker or args.batch_size is not None or args.verbose:
+        raise UsageError("--workers, --gpus-per-worker, --batch-size and --verbose go with --ray")
     if args.example == bool(args.input):
         raise UsageError("give exactly one of INPUT or --example")
     if args.example:
@@ -200,9 +211,10 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     failed = len(errors)
     total = len(sources) + len(errors)
     show_bars = sys.stderr.isatty()
+    say = _Lines()
 
     def report(message: str) -> None:
-        tqdm.write(f"fastsr upscale: error: {message}", file=sys.stderr)
+        say.err(f"fastsr upscale: error: {message}")
 
     for message in errors:
         report(message)
@@ -228,15 +240,137 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
                 write_image(result, out, format=fmt, overwrite=args.overwrite, icc_profile=im.info.get("icc_profile"))
             except FileExistsError:  # appeared while we were computing
                 raise ValueError(f"{out} exists; pass --overwrite to replace it") from None
-            tqdm.write(str(out), file=sys.stdout)
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the others
             failed += 1
             message = str(e) if isinstance(e, (ValueError, TypeError, OSError)) else f"{type(e).__name__}: {e}"
             report(message if str(src.path) in message else f"{src.path}: {message}")
+            continue
+        say.out(str(out))  # after the work: reporting never turns a written file into a failure
     if total > 1:
-        print(f"fastsr upscale: {total - failed} of {total} images upscaled"
-              + (f", {failed} failed" if failed else ""), file=sys.stderr)
+        say.err(f"fastsr upscale: {total - failed} of {total} images upscaled" + (f", {failed} failed" if failed else ""))
     return EXIT_USAGE if failed else 0
+
+
+def _cmd_upscale_ray(args: argparse.Namespace) -> int:
+    """``fastsr upscale INPUT... -o DIR --ray [ADDRESS]``: :func:`fastsr.distributed.upscale_dataset`."""
+    from .distributed import _parse_address, upscale_dataset
+    from .weights import DefaultWeightsMissing
+
+    try:
+        _parse_address(args.ray)
+    except ValueError as e:
+        if Path(args.ray).exists():
+            raise UsageError(f"--ray took {args.ray!r} as the cluster address, but it is a file or folder: put "
+                             "INPUTs before --ray, or write --ray=ADDRESS") from None
+        raise UsageError(str(e)) from None
+    if args.example or not args.input:
+        raise UsageError("--ray upscales INPUTs (files, folders, globs or URIs such as s3://bucket/photos/), "
+                         "not --example")
+    if not args.output:
+        raise UsageError("--ray needs -o DIR: the output folder (on storage every node sees)")
+    if args.device:
+        raise UsageError("--device does not go with --ray: workers use a GPU each with --gpus-per-worker 1, "
+                         "else CPU threads")
+    try:
+        summary = upscale_dataset(
+            args.input, args.output, args.scale, model=args.model or None, precision=args.precision,
+            num_workers=args.workers, gpus_per_worker=args.gpus_per_worker, batch_size=args.batch_size or 8,
+            tile=args.tile, halo=args.halo, ensemble=args.ensemble, overwrite=args.overwrite,
+            ray_address=args.ray, max_pixels=args.max_pixels or None, verbose=args.verbose)
+    except (ImportError, ValueError, TypeError, OSError, DefaultWeightsMissing, RuntimeError) as e:
+        raise UsageError(str(e)) from e
+    say = _Lines()
+    for failure in summary.failures:
+        say.err(f"fastsr upscale: error: {failure.reason}")
+    say.err(f"fastsr upscale: {summary.done} done, {summary.skipped} skipped (complete outputs), "
+            f"{summary.failed} failed, of {summary.total} images")
+    return EXIT_USAGE if summary.failed else 0
+
+
+def _write_line(stream, text: str) -> None:
+    """``text`` and a newline on ``stream``. File names that are not valid in the locale's encoding go out as
+    the bytes they are on disk (surrogate escapes); other characters the stream cannot encode are escaped."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        data = (text + "\n").encode(encoding, "surrogateescape")
+    except UnicodeEncodeError:
+        data = (text + "\n").encode(encoding, "backslashreplace")
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:
+        stream.write(data.decode(encoding, "surrogateescape"))
+        stream.flush()
+        return
+    stream.flush()
+    buffer.write(data)
+    buffer.flush()
+
+
+class _Lines:
+    """Reporting for a command that works through many files: results on stdout, errors on stderr.
+
+    Reporting never changes the outcome of the work: a stream that was closed (``fastsr upscale in/ | head``)
+    or fails ends reporting on that stream, and the work goes on. Lines go around tqdm's bars.
+    """
+
+    def __init__(self) -> None:
+        self._closed: set[str] = set()
+
+    def out(self, text: str) -> None:
+        self._line("stdout", text)
+
+    def err(self, text: str) -> None:
+        self._line("stderr", text)
+
+    def _line(self, name: str, text: str) -> None:
+        if name in self._closed:
+            return
+        from tqdm import tqdm
+
+        stream = getattr(sys, name)
+        try:
+            with tqdm.external_write_mode(file=stream):
+                _write_line(stream, text)
+        except (OSError, ValueError):  # BrokenPipeError, EIO, "I/O operation on closed file"
+            self._closed.add(name)
+            _silence(stream)
+
+
+def _silence(stream) -> None:
+    """Point ``stream``'s descriptor at the null device, so the interpreter's flush at exit cannot fail on it
+    (the recipe of Python's signal documentation for a closed pipe)."""
+    import os
+
+    try:
+        fd = stream.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's capture): nothing to protect
+        pass
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks clean up as for Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`Terminated` instead of killing the process outright."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _height_width(text: str) -> tuple[int, int]:
@@ -337,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one input: the output file (default INPUT_x<scale>.<ext>); several inputs or a folder: "
                         "the output folder, created if needed (default: beside each input, FOLDER_x<scale>/ for "
                         "a folder)")
-    p.add_argument("--model", help="checkpoint (.pt/.pth/.safetensors); default: the bundled weights")
+    p.add_argument("--model", help="checkpoint (.pt/.pth/.safetensors, or OpenCV's EDSR_x*.pb); default: the bundled weights")
     p.add_argument("--device", help="cpu or cuda[:N] (default: cuda if available)")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
                    help="default: fp16 on CUDA; on the CPU bf16 where it has AVX512-BF16 or AMX-BF16, else fp32 "
@@ -350,6 +484,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=_nonnegative_int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse inputs with more pixels (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (never an input)")
+    ray = p.add_argument_group("scale-out on Ray (pip install 'fastsr[ray]')")
+    ray.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                     help="upscale on Ray Data into -o DIR: a local Ray instance, or the cluster at ADDRESS "
+                          "(HOST:PORT, ray://HOST:PORT or auto); INPUTs may also be URIs (s3://, gs://); a re-run "
+                          "skips complete outputs")
+    ray.add_argument("--workers", type=_positive_int,
+                     help="Ray workers, each with the model loaded once (default: one per GPU with "
+                          "--gpus-per-worker, else one per node)")
+    ray.add_argument("--gpus-per-worker", type=float, default=0,
+                     help="1: a GPU per worker; 0 (default): CPU workers (torch threads)")
+    ray.add_argument("--batch-size", type=_positive_int, help="images per Ray task, the unit of retry (default 8)")
+    ray.add_argument("--verbose", action="store_true", help="Ray's logs and progress bars")
     p.set_defaults(func=_cmd_upscale)
 
     p = sub.add_parser("eval", help="PSNR / SSIM on benchmark sets (paper protocol), with a bicubic row")
@@ -411,10 +557,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return args.func(args)
+        with _sigterm_raises():
+            return args.func(args)
     except UsageError as e:
-        print(f"fastsr {args.command}: error: {e}", file=sys.stderr)
+        _Lines().err(f"fastsr {args.command}: error: {e}")
         return EXIT_USAGE
+    except (KeyboardInterrupt, Terminated) as e:
+        # The finally blocks on the way here removed the temporary files they own; this catches one created
+        # between a signal's arrival and its try block.
+        remove_live_temps()
+        terminated = isinstance(e, Terminated)
+        _Lines().err(f"fastsr {args.command}: {'terminated' if terminated else 'interrupted'}")
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

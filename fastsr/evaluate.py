@@ -141,7 +141,10 @@ def evaluate(
     with tqdm(total=total, unit="img", disable=None if show_progress else True, leave=False) as bar:
         for row, fn in rows.items():
             for name in sets:
-                results[row][name] = {s: score(data / name, s, fn, progress=bar) for s in scales}
+                results[row][name] = {}
+                for s in scales:
+                    bar.set_description(f"{row} {name} x{s}", refresh=False)  # which set and scale is running
+                    results[row][name][s] = score(data / name, s, fn, progress=bar)
     return results
 
 

@@ -18,7 +18,10 @@ image under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
+import stat
 import threading
 import warnings
 from collections.abc import Iterator
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import first_line
-from ._files import temp_beside
+from ._files import error_about, forget_temp, open_temp_beside
 
 # 40 megapixels per image: above any camera or 8K video frame (33 MP), below Pillow's own bomb warning
 # (89 MP). See the module docstring.
@@ -54,17 +57,18 @@ _MODE_CONVERSIONS = {"1": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
-def check_pixel_limit(height: int, width: int, max_pixels: int | None, what: str = "image") -> None:
-    """ValueError when ``height * width`` exceeds ``max_pixels`` (None: no limit)."""
+def check_pixel_limit(height: int, width: int, max_pixels: int | None, what: str = "image", count: int = 1) -> None:
+    """ValueError when ``count`` images of ``height * width`` exceed ``max_pixels`` (None: no limit)."""
     if max_pixels is None:
         return
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int):
         raise TypeError(f"max_pixels must be an int or None, got {type(max_pixels).__name__} {max_pixels!r}")
     if max_pixels < 1:
         raise ValueError(f"max_pixels must be >= 1 (or None for no limit), got {max_pixels}")
-    if height * width > max_pixels:
+    if count * height * width > max_pixels:
+        size = f"{width}x{height}" if count == 1 else f"{count} x {width}x{height}"
         raise ValueError(
-            f"{what} is {width}x{height} = {height * width:,} pixels, over the limit of {max_pixels:,} "
+            f"{what} is {size} = {count * height * width:,} pixels, over the limit of {max_pixels:,} "
             "(a guard against decompression bombs); raise it with max_pixels= / --max-pixels"
         )
 
@@ -106,22 +110,92 @@ def _normalise_mode(im, path: Path):
     raise ValueError(f"cannot read image {path}: unsupported image mode {mode!r}")
 
 
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def not_regular_reason(path: Path) -> str | None:
+    """Why ``path`` is no readable regular file ("not found", "a FIFO (named pipe)", "a symlink loop", ...),
+    or None when it is one. Never opens the path (opening a FIFO blocks)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "not found (a broken symlink)" if path.is_symlink() else "not found"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symlink loop"
+        return e.strerror or str(e)
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "it is a folder"
+    return f"not a regular file: {_file_kind(mode)}"
+
+
+def open_regular_file(path: Path):
+    """``path`` opened for binary reading, if it is a regular file: FileNotFoundError when it does not exist,
+    ValueError naming what it is otherwise (a folder, a FIFO, a device, a symlink loop). Opened without
+    blocking and checked on the descriptor, so a FIFO swapped in after a check cannot hang the reader."""
+    reason = not_regular_reason(path)
+    if reason is not None and reason.startswith("not found"):
+        raise FileNotFoundError(f"input not found: {path}" + (" (a broken symlink)" if "symlink" in reason else ""))
+    if reason is not None:
+        raise ValueError(f"cannot read image {path}: {reason}")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"input not found: {path}") from None
+    except OSError as e:
+        raise ValueError(f"cannot read image {path}: {e.strerror or e}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ValueError(f"cannot read image {path}: not a regular file: {_file_kind(mode)}")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def read_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS):
     """Decode the image file ``path`` (first frame) into a loaded ``PIL.Image`` in a mode upscale takes.
 
     Raises FileNotFoundError for a missing file and ValueError for anything that cannot be decoded or is over
     ``max_pixels``.
     """
+    path = Path(path)
+    return _decode(open_regular_file(path), path, max_pixels)
+
+
+def decode_image(data: bytes, name: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    """:func:`read_image` for the bytes of an image file read elsewhere (Ray Data, an object store): the same
+    decoding, checks and result, pixel for pixel. ``name`` (a path or URI) is what error messages call it."""
+    return _decode(_NamedBytes(data, name), name, max_pixels)
+
+
+class _NamedBytes(io.BytesIO):
+    """Bytes in memory that decoders' messages name as Pillow names a file opened by path."""
+
+    def __init__(self, data: bytes, name: str | os.PathLike) -> None:
+        super().__init__(data)
+        self._name = os.fspath(name)
+
+    def __repr__(self) -> str:
+        return repr(self._name)
+
+
+def _decode(handle, path, max_pixels: int | None):
+    """The decoding of :func:`read_image` and :func:`decode_image`, from an open binary ``handle`` (closed here)."""
     from PIL import Image, ImageOps
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"input not found: {path}")
-    if path.is_dir():
-        raise ValueError(f"cannot read image {path}: it is a folder")
-    with _pil_limit(max_pixels):
+    with _pil_limit(max_pixels), handle:
         try:
-            im = Image.open(path)
+            im = Image.open(handle)
         except Image.DecompressionBombError as e:
             raise ValueError(f"image {path} is over the pixel limit: {e}") from e
         except Exception as e:  # decoders raise OSError, SyntaxError, EOFError, struct.error, ... for bad files
@@ -210,14 +284,21 @@ def write_image(img, path: str | os.PathLike, *, format: str | None = None, over
     params = dict(_SAVE_PARAMS.get(fmt, {}))
     if icc_profile and fmt in _ICC_FORMATS:
         params["icc_profile"] = icc_profile
-    tmp = temp_beside(path)  # hidden, same folder (the rename stays on one filesystem); .tmp is git-ignored
+    # Hidden, same folder (the rename stays on one filesystem), written through the descriptor that created it.
+    f, tmp = open_temp_beside(path)
     try:
-        with open(tmp, "wb") as f:
-            img.save(f, format=fmt, **params)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with f:
+                img.save(f, format=fmt, **params)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a full disk, a quota: about the file asked for, not the hidden temporary
+            raise error_about(e, path) from None
         if overwrite:
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError as e:
+                raise error_about(e, path) from None
         else:
             try:
                 os.link(tmp, path)
@@ -226,7 +307,10 @@ def write_image(img, path: str | os.PathLike, *, format: str | None = None, over
             except OSError:  # no hard links on this filesystem: check, then rename
                 if path.exists():
                     raise FileExistsError(f"{path} exists") from None
-                os.replace(tmp, path)
+                try:
+                    os.replace(tmp, path)
+                except OSError as e:
+                    raise error_about(e, path) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        forget_temp(tmp)
     return path

@@ -21,6 +21,7 @@ preset                    sum                                                   
 ``edsr-x*``               1 + 64 (32 blocks) + 1 + 1 + tail                           68
 ``mdsr-baseline``         EDSR-baseline + 8 (two 5x5 blocks of pre-processing)         44
 ``mdsr``                  1 + 8 + 160 (80 blocks) + 1 + 1 + tail                       172
+OpenCV's ``EDSR_x*.pb``   1 + 64 (32 blocks) + 1 + 1 (conv-shuffle tail: an LR conv)    67
 ========================  ==========================================================  ====
 
 (``tests/test_tiling.py`` checks each against the gradient support of the real networks.)
@@ -80,6 +81,8 @@ def receptive_field(config: Any, scale: int) -> int:
     radius = Fraction(1 + 2 * config.n_resblocks + 1)
     if isinstance(config, MDSRConfig):
         radius += 2 * 2 * 2  # per-scale pre-processing: two residual blocks of two 5x5 convs (radius 2 each)
+    if getattr(config, "tail", "upsampler") == "conv-shuffle":
+        return int(radius) + 1  # one 3x3 conv at input resolution, then the shuffle (no conv after it)
     factor = 1
     for r in upsample_factors(scale):  # each upsampler stage: a 3x3 conv, then PixelShuffle(r)
         radius += Fraction(1, factor)
@@ -162,6 +165,11 @@ def activation_bytes_per_pixel(config: Any, scale: int, element_size: int = 4) -
     config.require_scale(scale)
     f = config.n_feats
     peak = 6 * f  # the body
+    if getattr(config, "tail", "upsampler") == "conv-shuffle":
+        # Its conv output (colours x s^2 at LR), the shuffled copy and add_mean's output, beside the body's
+        # two maps.
+        peak = max(peak, 2 * f + 3 * config.n_colors * scale * scale)
+        return math.ceil(peak * element_size * _SAFETY)
     area = 1  # output pixels per input pixel at the current stage
     for r in upsample_factors(scale):
         peak = max(peak, 2 * f + 3 * r * r * f * area)

@@ -61,6 +61,7 @@ from .engine import PRECISIONS, optimize
 from .ensemble import N_TRANSFORMS, transform, undo
 from .imageio import DEFAULT_MAX_PIXELS, check_pixel_limit
 from .models import EDSR, MDSR
+from .models.networks import check_weights
 from .models.config import preset_names
 from .system import default_cpu_precision, require_cpu_bf16
 from .tiling import (
@@ -73,7 +74,7 @@ from .tiling import (
 
 __all__ = ["Upscaler", "upscale"]
 
-# None picks the engine's default (triton on CUDA, torch elsewhere); "reference" runs the unoptimized module.
+# None picks the engine's default (auto on CUDA: Triton kernels or cuDNN per op, as measured; torch elsewhere); "reference" runs the unoptimized module.
 BACKENDS = (None, *ENGINE_BACKENDS, "reference")
 # Input pixels of halo the bicubic alpha needs around a tile: its kernel reaches 2 pixels to each side.
 _ALPHA_HALO = 2
@@ -231,10 +232,11 @@ def _split_alpha(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     return t, None
 
 
-def _check_size(h: int, w: int, max_pixels: int | None) -> None:
+def _check_size(h: int, w: int, max_pixels: int | None, n: int = 1) -> None:
+    """Empty images and ``max_pixels``, which counts the whole batch: N images of h x w are N * h * w pixels."""
     if h == 0 or w == 0:
         raise ValueError(f"image is empty ({w}x{h})")
-    check_pixel_limit(h, w, max_pixels)
+    check_pixel_limit(h, w, max_pixels, "image" if n == 1 else f"a batch of {n} images", count=n)
 
 
 def _normalise(img: Any, max_pixels: int | None) -> _Image:
@@ -268,6 +270,10 @@ def _normalise(img: Any, max_pixels: int | None) -> _Image:
         return _Image(colour, alpha, dtype, "numpy")
 
     if isinstance(img, torch.Tensor):
+        if img.device.type == "meta":
+            raise ValueError(f"img is a meta tensor (shape {tuple(img.shape)} without values); pass a tensor with data")
+        if img.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"torch images must be on the CPU or a CUDA device, got {img.device}")
         if img.layout != torch.strided:
             raise TypeError(f"torch images must be dense tensors, got layout {img.layout}")
         if not img.is_floating_point():
@@ -277,7 +283,7 @@ def _normalise(img: Any, max_pixels: int | None) -> _Image:
             raise ValueError(f"torch images must be CxHxW or NxCxHxW with C = 1, 3 or 4, got shape {tuple(img.shape)}")
         if img.dim() == 4 and img.shape[0] == 0:
             raise ValueError(f"empty batch (shape {tuple(img.shape)})")
-        _check_size(img.shape[-2], img.shape[-1], max_pixels)
+        _check_size(img.shape[-2], img.shape[-1], max_pixels, img.shape[0] if img.dim() == 4 else 1)
         t = img.detach()
         _check_float_values(t)
         t = (t if img.dim() == 4 else t[None]).float() * 255
@@ -340,8 +346,8 @@ class Upscaler:
     available, else CPU), ``"cpu"``, ``"cuda[:N]"``. ``precision``: None (fp16 on CUDA; on the CPU the
     engine's default, :func:`fastsr.system.default_cpu_precision`: bf16 where the CPU has AVX512-BF16 or
     AMX-BF16, else fp32; fp32 for the reference and interpret backends), ``"fp32"``, ``"fp16"`` (CUDA),
-    ``"bf16"`` (CUDA, or a CPU with native bf16). ``backend``: None (the engine's default: triton on
-    CUDA, torch elsewhere), ``"torch"``, ``"triton"``, ``"interpret"`` (the engine's backends, see
+    ``"bf16"`` (CUDA, or a CPU with native bf16). ``backend``: None (the engine's default: auto on
+    CUDA, torch elsewhere), ``"auto"``, ``"torch"``, ``"triton"``, ``"interpret"`` (the engine's backends, see
     :func:`fastsr.optimize`) or ``"reference"`` (the unoptimized module). ``memory_budget``: activation bytes one forward pass may use (default: from the device).
     """
 
@@ -353,6 +359,7 @@ class Upscaler:
                                           or memory_budget < 1):
             raise ValueError(f"memory_budget must be a positive number of bytes or None, got {memory_budget!r}")
         self.model = _resolve_model(model)
+        check_weights(self.model)  # meta / NaN weights: refused here, not found later as a torch error or a black image
         self.device = _resolve_device(device, self.model)
         self.precision = _resolve_precision(precision, self.device, backend)
         self.backend = backend

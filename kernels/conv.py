@@ -11,13 +11,15 @@ and, inside each tap, over ``BLOCK_K`` channel chunks. Tiles are 2-D ``[pixels, 
 ``tl.dot`` maps onto wgmma on Hopper.
 
 Epilogue, on the fp32 accumulator, in order: + bias -> ReLU (optional) -> + residual (optional, read in the
-output's layout; may alias the output for in-place accumulation) -> store, in one of three modes:
+output's layout; may alias the output for in-place accumulation) -> store, in one of two layouts:
 
 * plain: ``out[n, h, w, co]``;
-* pixel shuffle by r (2 or 3): channel ``co = c * r^2 + i * r + j`` goes to ``out[n, h * r + i, w * r + j, c]``
-  (PyTorch's PixelShuffle), so no separate shuffle pass exists;
-* final: ``* out_scale``, clamp to [0, clamp_max], and optionally round half to even (as ``torch.round``)
-  into uint8.
+* pixel shuffle by r (2 or 3 in the upsamplers; 4 too, in one step, for the x4 conv-shuffle tail of OpenCV's
+  EDSR files): channel ``co = c * r^2 + i * r + j`` goes to ``out[n, h * r + i, w * r + j, c]`` (PyTorch's
+  PixelShuffle), so no separate shuffle pass exists;
+
+and, for the image (``final``, with either layout): ``* out_scale``, clamp to [0, clamp_max], and
+optionally round half to even (as ``torch.round``) into uint8.
 
 Shapes and dtypes: ``x: [N, H, W, C_in]`` (any strides), fp32 / fp16 / bf16; ``wp: [K * K * C_in, C_out]``
 contiguous, the compute dtype; ``bias``, ``shift``: fp32; ``res``: ``[N, H_out, W, C_out]``; ``out``:
@@ -163,6 +165,24 @@ def pick_config(c_in: int, c_out: int, dtype: torch.dtype) -> dict[str, int]:
     return cfg
 
 
+def candidate_configs(c_in: int, c_out: int, dtype: torch.dtype) -> dict[str, dict[str, int]]:
+    """The tile configs worth timing for one conv (the engine's autotune adds cuDNN beside them): the
+    shape-picked one, and the other tile shapes of :func:`get_configs` with the same adjustments."""
+    picked = pick_config(c_in, c_out, dtype)
+    out = {"triton": picked}
+    if interpreting():
+        return out
+    for cfg in get_configs():
+        alt = dict(cfg)
+        if c_in < alt["BLOCK_K"]:
+            alt["BLOCK_K"] = max(16, triton.next_power_of_2(c_in))
+        if dtype == torch.float32:
+            alt.update(BLOCK_K=min(alt["BLOCK_K"], 32), num_stages=2)
+        if alt != picked and c_out > 16:
+            out[f"triton-{alt['BLOCK_M']}x{alt['BLOCK_N']}x{alt['BLOCK_K']}"] = alt
+    return out
+
+
 def conv2d_nhwc(
     x: torch.Tensor,
     w_packed: torch.Tensor,
@@ -180,11 +200,13 @@ def conv2d_nhwc(
     clamp_max: float = 255.0,
     row0: int = 0,
     rows: int | None = None,
+    config: dict[str, int] | None = None,
 ) -> torch.Tensor:
     """Launch the fused conv: ``out <- epilogue(conv(x))``; see the module docstring. Returns ``out``.
 
     ``row0`` / ``rows`` select the band of image rows computed (default: all); ``out`` then holds just
-    those rows (times ``shuffle``).
+    those rows (times ``shuffle``). ``config`` (BLOCK_M / BLOCK_N / BLOCK_K / num_warps / num_stages, e.g.
+    from :func:`candidate_configs`) replaces the shape-picked tile config.
     """
     if not (x.is_cuda or interpreting()):
         raise ValueError("conv2d_nhwc needs CUDA tensors (or TRITON_INTERPRET=1 for CPU)")
@@ -201,8 +223,8 @@ def conv2d_nhwc(
         raise ValueError(f"w_packed must be contiguous [{ksize * ksize * c_in}, C_out], got {tuple(w_packed.shape)}")
     if bias.shape != (c_out,) or bias.dtype != torch.float32:
         raise ValueError(f"bias must be fp32 [{c_out}], got {bias.dtype} {tuple(bias.shape)}")
-    if shuffle not in (1, 2, 3) or c_out % (shuffle * shuffle):
-        raise ValueError(f"shuffle must be 1, 2 or 3 and divide C_out={c_out}, got {shuffle}")
+    if isinstance(shuffle, bool) or not isinstance(shuffle, int) or shuffle < 1 or c_out % (shuffle * shuffle):
+        raise ValueError(f"shuffle must be an int >= 1 whose square divides C_out={c_out}, got {shuffle!r}")
     expected = (n, rows * shuffle, w * shuffle, c_out // (shuffle * shuffle))
     if tuple(out.shape) != expected:
         raise ValueError(f"out must have shape {expected}, got {tuple(out.shape)}")
@@ -217,7 +239,10 @@ def conv2d_nhwc(
         raise ValueError(f"{n * rows * w} output pixels per launch; split the batch below 2^31")
     if x.untyped_storage().data_ptr() == out.untyped_storage().data_ptr():
         raise ValueError("x and out share memory: the conv reads neighbours of the pixels it writes")
-    cfg = pick_config(c_in, c_out, w_packed.dtype)
+    cfg = pick_config(c_in, c_out, w_packed.dtype) if config is None else config
+    missing = {"BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages"} - set(cfg)
+    if missing:
+        raise ValueError(f"config lacks {sorted(missing)}")
     meta = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
     grid = (triton.cdiv(n * rows * w, meta["BLOCK_M"]), triton.cdiv(c_out, meta["BLOCK_N"]))
     res = residual if residual is not None else out

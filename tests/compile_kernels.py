@@ -1,4 +1,4 @@
-"""Compile the fused conv kernel for a Hopper GPU (sm_90) without one: Triton's front end, its GPU passes and
+"""Compile the fused conv and residual-block kernels for a Hopper GPU (sm_90) without one: Triton's front end, its GPU passes and
 ptxas, as a real launch would, for the paths and configs the engine uses. Run as a script, without
 TRITON_INTERPRET (the interpreter neither specialises arguments nor lowers anything).
 
@@ -35,6 +35,8 @@ VARIANTS = [
     ("wide-256", 256, 256, 3, dict(RELU=True), None),
     ("final-uint8", 64, 3, 3, dict(FINAL=True, QUANTIZE=True), torch.uint8),
     ("final-fp32", 64, 3, 3, dict(FINAL=True), torch.float32),
+    # OpenCV's EDSR files: one conv 256 -> 3 * 16 with the x4 shuffle and the final epilogue in one launch.
+    ("final-shuffle-x4-uint8", 256, 48, 3, dict(SHUFFLE=4, FINAL=True, QUANTIZE=True), torch.uint8),
 ]
 
 
@@ -64,8 +66,34 @@ def compile_variant(dtype, c_in, c_out, k, flags, out_dtype, ones: bool) -> None
                    options={"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]})
 
 
+def compile_resblock(dtype, f: int, ones: bool) -> None:
+    """The fused residual block (kernels/resblock.py) with its GPU config."""
+    from fastsr.kernels.resblock import _resblock_nhwc_kernel, get_configs
+
+    cfg = get_configs()[0]
+    const = dict(F=f, HALO=cfg["HALO"], BLOCK_K=min(cfg["BLOCK_K"], f), FP32_DOT=dtype == torch.float32)
+    if ones:  # a 1-row / 1-column image, batch 1 (one window row), unit channel strides
+        const.update({name: 1 for name in ("H", "TILES_H", "stride_xc", "stride_oc")})
+    names = _resblock_nhwc_kernel.arg_names
+    pointer = {"x_ptr": dtype, "w1_ptr": dtype, "w2_ptr": dtype, "b1_ptr": torch.float32, "b2_ptr": torch.float32,
+               "out_ptr": dtype, "scratch_ptr": dtype}
+    signature = {n: "constexpr" if n in const else ("*" + TYPES[pointer[n]] if n in pointer else "i32") for n in names}
+    src = ASTSource(_resblock_nhwc_kernel, signature, {(names.index(n),): v for n, v in const.items()})
+    triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                   options={"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]})
+
+
 def main() -> int:
     failed = 0
+    for dtype in (torch.float16, torch.bfloat16):  # the launcher refuses fp32 on a GPU
+        for ones in (True, False) if dtype == torch.float16 else (False,):
+            label = f"{TYPES[dtype]} fused-resblock F=64{' (size args = 1)' if ones else ''}"
+            try:
+                compile_resblock(dtype, 64, ones)
+                print(f"ok   {label}")
+            except Exception as e:  # report every failure, not just the first
+                failed += 1
+                print(f"FAIL {label}: {type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}")
     for dtype in (torch.float16, torch.bfloat16, torch.float32):
         for name, c_in, c_out, k, flags, out_dtype in VARIANTS:
             if dtype != torch.float16 and name not in ("conv-residual", "final-uint8"):

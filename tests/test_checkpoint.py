@@ -316,10 +316,15 @@ def test_missing_and_unexpected_keys_are_named():
 def test_mismatched_tail_is_an_error_not_skipped():
     # The official loader silently skips tail weights of the wrong scale; we refuse.
     x2 = reference("edsr-baseline-x2").state_dict()
-    with pytest.raises(CheckpointError, match=r"missing keys: tail\.0\.2\.weight, tail\.0\.2\.bias"):
+    # The requested scale is compared with the upsampler's tensors before any network is built.
+    with pytest.raises(CheckpointError, match=r"requested network .* scales=\(4,\) \(the tensors have \(2,\)\)"):
         fastsr.load(x2, scale=4)
-    with pytest.raises(CheckpointError, match=r"tail\.0\.0\.weight \(256, 64, 3, 3\) vs \(576, 64, 3, 3\)"):
+    with pytest.raises(CheckpointError, match=r"scales=\(3,\) \(the tensors have \(2,\)\)"):
         fastsr.load(x2, arch="edsr-baseline-x3")
+    # A tail conv of the right scale but the wrong shape is still named key by key.
+    bad = dict(x2, **{"tail.1.weight": torch.zeros(3, 64, 5, 5)})
+    with pytest.raises(CheckpointError, match=r"tail\.1\.weight \(3, 64, 5, 5\) vs \(3, 64, 3, 3\)"):
+        fastsr.load(bad)
 
 
 def test_unrelated_network_is_rejected():

@@ -130,7 +130,10 @@ def test_import_fastsr_never_imports_the_optional_parts():
     code = ("import sys, torch, fastsr\n"
             "engine = fastsr.optimize(fastsr.models.create('edsr-baseline-x2').eval(), backend='torch')\n"
             "engine(torch.rand(1, 3, 8, 8) * 255)\n"
-            "print(sorted(m for m in ('triton', 'onnx', 'onnxruntime', 'openvino', 'cv2', 'ray') if m in sys.modules))")
+            "import fastsr.cli, fastsr.distributed\n"  # --ray and fastsr.distributed import Ray only when they run
+            "fastsr.cli.build_parser().parse_args(['upscale', 'x.png', '-o', 'out', '--ray'])\n"
+            "print(sorted(m for m in ('triton', 'onnx', 'onnxruntime', 'openvino', 'cv2', 'ray', 'pyarrow')"
+            " if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -173,6 +173,36 @@ def test_fold_tail_weights():
     assert op.flops_per_pixel == 153_600 and tail > 9 * op.flops_per_pixel
 
 
+def conv_shuffle(scale: int, batch_norm: bool = False):
+    """A small EDSR with the conv-shuffle tail of OpenCV's zoo files (one LR conv to 3 s^2, one shuffle)."""
+    torch.manual_seed(scale)
+    return build(EDSRConfig(n_resblocks=2, n_feats=16, scale=scale, res_scale=0.1, tail="conv-shuffle",
+                            batch_norm=batch_norm))
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_conv_shuffle_tail_matches_reference(scale, make_image, randomize_bn):
+    model = randomize_bn(conv_shuffle(scale, batch_norm=scale == 3))
+    plan = lower(model, scale)
+    # The tail is one op: the LR conv with add_mean folded in, stored pixel-shuffled by s in one step.
+    assert [(op.name, op.shuffle, tuple(op.weight.shape)) for op in plan.tail] == [("final", scale, (3 * scale**2, 16, 3, 3))]
+    assert tail_receptive_field(scale, "conv-shuffle") == 1.0
+    engine = optimize(model, precision="fp32")
+    assert engine.runners[scale].folded is None  # already a single conv + shuffle: nothing to fold
+    x = make_image(2, 17, 23)  # odd sizes, batch 2
+    ref = call(model, x, None)
+    torch.testing.assert_close(call(engine, x, None), ref, atol=2e-3, rtol=0)
+    q = engine.run_uint8(x)
+    assert q.dtype == torch.uint8 and (q.float() - ref.clamp(0, 255).round()).abs().max() <= 1
+    # Row bands (16 rows, halo TAIL_HALO >= its receptive field of 1) give the same image.
+    engine.runners[scale].band_budget_bytes = 1
+    x = make_image(1, 37, 6)
+    torch.testing.assert_close(call(engine, x, None), call(model, x, None), atol=2e-3, rtol=0)
+    if cpu_bf16_isa() is not None:
+        err = (call(optimize(model, precision="bf16"), x, None) - call(model, x, None)).abs()
+        assert float(err.max()) <= 1.5 and float(err.mean()) <= 0.25, (float(err.max()), float(err.mean()))
+
+
 def test_reference_is_untouched(make_image, randomize_bn):
     model = randomize_bn(create("edsr-bn-baseline-x2"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -323,6 +353,9 @@ INTERPRET_NETS = [
     (EDSRConfig(n_resblocks=1, n_feats=16, scale=3, batch_norm=True), None),
     (MDSRConfig(n_resblocks=1, n_feats=16, scales=(3, 2)), 3),
     (MDSRConfig(n_resblocks=1, n_feats=16, scales=(3, 2)), 2),
+    # the conv-shuffle tail: the image stored pixel-shuffled by 4 (and by 3) straight from the LR conv
+    (EDSRConfig(n_resblocks=1, n_feats=16, scale=4, res_scale=0.1, tail="conv-shuffle"), None),
+    (EDSRConfig(n_resblocks=1, n_feats=16, scale=3, tail="conv-shuffle"), None),
 ]
 
 
@@ -345,12 +378,15 @@ def test_interpret_backend_matches_reference(config, scale, precision, atol, rto
 
 
 @needs_interpreter
-def test_interpret_banded_tail(make_image):
-    model = build(EDSRConfig(n_resblocks=1, n_feats=16, scale=4)).eval()
+@pytest.mark.parametrize("tail", ["upsampler", "conv-shuffle"])
+def test_interpret_banded_tail(tail, make_image):
+    model = build(EDSRConfig(n_resblocks=1, n_feats=16, scale=4, tail=tail)).eval()
     engine = optimize(model, backend="interpret")
     engine.runners[4].band_budget_bytes = 1  # 16-row bands
     x = make_image(1, 20, 3)
     torch.testing.assert_close(call(engine, x, None), call(model, x, None), atol=1e-3, rtol=0)
+    q = engine.run_uint8(x)  # the final store of each band: its valid rows only, quantized
+    assert (q.float() - call(model, x, None).clamp(0, 255).round()).abs().max() <= 1
 
 
 def test_optimize_inside_inference_mode(make_image):

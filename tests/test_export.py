@@ -26,6 +26,9 @@ NETS = {
     "edsr-x4-res0.1": lambda: build(EDSRConfig(n_resblocks=2, n_feats=16, scale=4, res_scale=0.1)),
     "bn-baseline": lambda: build(EDSRConfig(n_resblocks=2, n_feats=16, scale=2, batch_norm=True)),
     "mdsr": lambda: build(MDSRConfig(n_resblocks=2, n_feats=16)),
+    # OpenCV's EDSR layout: one LR conv to 3 x 16 channels and a single DepthToSpace(4) (CRD) as the output
+    "conv-shuffle-x4": lambda: build(EDSRConfig(n_resblocks=2, n_feats=16, scale=4, tail="conv-shuffle")),
+    "conv-shuffle-x3": lambda: build(EDSRConfig(n_resblocks=2, n_feats=16, scale=3, tail="conv-shuffle")),
 }
 
 

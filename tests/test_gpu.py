@@ -53,6 +53,20 @@ def test_triton_matches_reference(name, scale, precision, atol, rtol):
     assert (q.float() - ref.clamp(0, 255).round()).abs().max() <= (1 if precision == "fp32" else atol + 1)
 
 
+@pytest.mark.parametrize("precision,atol,rtol", PRECISIONS[:2])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_triton_conv_shuffle_tail(scale, precision, atol, rtol):
+    """OpenCV's EDSR layout: the image stored pixel-shuffled by s (x4 in one step) from the LR conv."""
+    torch.manual_seed(0)
+    model = build(EDSRConfig(n_resblocks=4, n_feats=64, scale=scale, res_scale=0.1, tail="conv-shuffle")).eval().cuda()
+    engine = optimize(model, backend="triton", precision=precision)
+    x = torch.rand(2, 3, 135, 241, device="cuda") * 255
+    ref = call(model, x, None)
+    torch.testing.assert_close(call(engine, x, None), ref, atol=atol, rtol=rtol)
+    q = engine.run_uint8(x)
+    assert (q.float() - ref.clamp(0, 255).round()).abs().max() <= (1 if precision == "fp32" else atol + 1)
+
+
 def test_full_hd_x4_fp16_banded():
     model = create("edsr-baseline-x4").eval().cuda()
     engine = optimize(model)
@@ -86,3 +100,39 @@ def test_wide_edsr_fp16():
     model = build(EDSRConfig(n_resblocks=4, n_feats=256, res_scale=0.1, scale=2)).eval().cuda()
     x = torch.rand(1, 3, 96, 128, device="cuda") * 255
     torch.testing.assert_close(call(optimize(model), x, None), call(model, x, None), atol=1.5, rtol=0.01)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_cuda_graphs_replay_equals_the_uncaptured_path(backend):
+    torch.manual_seed(0)
+    model = create("edsr-baseline-x4").cuda().eval()
+    plain = optimize(model, backend=backend, precision="fp16")
+    graphed = optimize(model, backend=backend, precision="fp16", cuda_graphs=True)
+    runner = graphed.runners[4]
+    xs = [torch.rand(1, 3, 40, 56, device="cuda") * 255 for _ in range(3)]
+    for x in xs:  # first call captures, the others replay with new data in the static input
+        assert torch.equal(call(graphed, x, None), call(plain, x, None))
+        assert torch.equal(graphed.run_uint8(x), plain.run_uint8(x))
+    assert runner.captures == 2 and runner.replays == 4  # one graph per output mode
+    for k in range(5):  # more shapes than the LRU keeps: the oldest graphs go
+        x = torch.rand(1, 3, 24 + k, 24, device="cuda") * 255
+        assert torch.equal(call(graphed, x, None), call(plain, x, None))
+    assert len(runner._graphs) == runner.max_shapes
+
+
+@pytest.mark.parametrize("name,scale", [("edsr-baseline-x4", None), ("mdsr-baseline", 3), ("edsr-x2", None)])
+def test_auto_backend_matches_reference_and_caches(name, scale, tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTSR_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    model = create(name).eval().cuda()
+    engine = optimize(model, precision="fp16")  # the CUDA default: auto
+    assert engine.backend == "auto"
+    x = torch.rand(1, 3, 67, 93, device="cuda") * 255
+    ref = call(model, x, scale)
+    torch.testing.assert_close(call(engine, x, scale), ref, atol=1.5, rtol=0.01)
+    report = engine.autotune_report()
+    assert report["tuned_ops"] >= 1 and (tmp_path / "autotune.json").is_file()
+    # A new engine reads the choices from disk: nothing is timed again.
+    again = optimize(model, precision="fp16")
+    torch.testing.assert_close(call(again, x, scale), ref, atol=1.5, rtol=0.01)
+    assert again.autotune_report()["tuned_ops"] == 0

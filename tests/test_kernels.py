@@ -50,6 +50,9 @@ PATHS = [
     dict(ci=16, co=64, k=3, shuffle=2),
     dict(ci=16, co=36, k=3, shuffle=3),
     dict(ci=16, co=3, k=3, final=True),
+    # the conv-shuffle tail (OpenCV's EDSR files): the image stored pixel-shuffled, x4 in one step, and x3
+    dict(ci=16, co=48, k=3, shuffle=4, final=True),
+    dict(ci=16, co=27, k=3, shuffle=3, final=True, row0=1, rows=4),
     dict(ci=40, co=16, k=3, row0=2, rows=3),  # a band of rows; C_in not a multiple of BLOCK_K
 ]
 
@@ -107,8 +110,8 @@ def test_launcher_checks(kernels):
     out = torch.zeros(1, 4, 4, 16)
     with pytest.raises(ValueError, match=r"out must have shape \(1, 8, 8, 4\)"):
         kernels.conv2d_nhwc(x, w, b, out, ksize=3, shuffle=2)
-    with pytest.raises(ValueError, match="shuffle must be 1, 2 or 3"):
-        kernels.conv2d_nhwc(x, w, b, out, ksize=3, shuffle=4)
+    with pytest.raises(ValueError, match="shuffle must be an int >= 1 whose square divides C_out=16"):
+        kernels.conv2d_nhwc(x, w, b, out, ksize=3, shuffle=3)
     with pytest.raises(ValueError, match="bias must be fp32"):
         kernels.conv2d_nhwc(x, w, b.half(), out, ksize=3)
     with pytest.raises(ValueError, match="w_packed must be contiguous"):

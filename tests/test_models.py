@@ -221,6 +221,8 @@ def test_forward_rejects_bad_input(bad, error, match):
         (dict(rgb_mean=(0.5, 0.5)), ValueError, "rgb_mean must have n_colors=3 entries"),
         (dict(rgb_std=(1.0, 0.0, 1.0)), ValueError, "rgb_std entries must be finite and > 0"),
         (dict(batch_norm="yes"), TypeError, "batch_norm must be a bool"),
+        (dict(tail="pixelshuffle"), ValueError, r"tail must be one of \('upsampler', 'conv-shuffle'\)"),
+        (dict(tail=None), TypeError, "tail must be a str"),
     ],
 )
 def test_edsr_config_validation(kwargs, error, match):
@@ -252,6 +254,23 @@ def test_presets_and_dict_round_trip():
         config_from_dict({"arch": "srcnn"})
     with pytest.raises(ValueError, match=r"unknown EDSRConfig field\(s\) \['depth'\]"):
         config_from_dict({"arch": "edsr", "depth": 3})
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_conv_shuffle_tail(scale, make_image):
+    """The tail of OpenCV's EDSR files: conv F -> 3 s^2 at input resolution, one PixelShuffle(s), nothing after."""
+    config = EDSRConfig(n_resblocks=1, n_feats=8, scale=scale, tail="conv-shuffle")
+    model = build(config).eval()
+    assert [k for k in model.state_dict() if k.startswith("tail.")] == ["tail.0.weight", "tail.0.bias"]
+    assert tuple(model.tail[0].weight.shape) == (3 * scale * scale, 8, 3, 3)
+    x = make_image(2, 5, 7)
+    with torch.no_grad():
+        res = model.body(model.head(model.sub_mean(x))) + model.head(model.sub_mean(x))
+        expected = model.add_mean(torch.nn.functional.pixel_shuffle(model.tail[0](res), scale))
+        assert torch.equal(model(x), expected)
+    assert config_from_dict(config.to_dict()) == config and config.to_dict()["tail"] == "conv-shuffle"
+    # The default tail is left out of the dict: files of the paper's networks stay as they were.
+    assert "tail" not in EDSRConfig().to_dict() and config_from_dict(EDSRConfig().to_dict()).tail == "upsampler"
 
 
 def test_build_dispatch():

@@ -53,6 +53,9 @@ def test_receptive_field_sum_and_errors():
     assert receptive_field(EDSRConfig(n_resblocks=2, n_feats=8, scale=4), 4) == 8
     assert receptive_field(EDSRConfig(n_resblocks=2, n_feats=8, scale=8), 8) == 8  # 7 + 1/2 + 1/4 + 1/8
     assert receptive_field(MDSRConfig(n_resblocks=1, n_feats=8, scales=(2, 3)), 3) == 14  # 4 + 8 + 1 + 1/3
+    # The conv-shuffle tail (OpenCV's EDSR files): one 3x3 conv at LR, nothing after the shuffle.
+    assert receptive_field(EDSRConfig(n_resblocks=2, n_feats=8, scale=4, tail="conv-shuffle"), 4) == 7
+    assert receptive_field(EDSRConfig.from_name("edsr-x4", tail="conv-shuffle"), 4) == 67
     with pytest.raises(ValueError, match="no x3"):
         receptive_field(EDSRConfig(scale=2), 3)
     with pytest.raises(TypeError):
@@ -81,6 +84,19 @@ def test_receptive_field_is_the_gradient_support(name, scale):
     y = net(x, scale) if name.startswith("mdsr") else net(x)
     # First output column of input column c (reaches furthest left), last one (furthest right).
     (y[..., scale * c] + y[..., scale * c + scale - 1]).sum().backward()
+    cols = x.grad[0].abs().sum(dim=(0, 1)).nonzero().flatten()
+    assert max(c - int(cols.min()), int(cols.max()) - c) == halo
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_conv_shuffle_receptive_field_is_the_gradient_support(scale):
+    """OpenCV's EDSR layout (32 blocks, conv-shuffle tail): 67, and tight."""
+    net = _positive_weights(create(f"edsr-x{scale}", n_feats=4, tail="conv-shuffle"))
+    halo = receptive_field(net.config, scale)
+    assert halo == 67
+    c, width = halo + 3, 2 * halo + 7
+    x = torch.full((1, 3, 1, width), 250.0, dtype=torch.float64, requires_grad=True)
+    (net(x)[..., scale * c] + net(x)[..., scale * c + scale - 1]).sum().backward()
     cols = x.grad[0].abs().sum(dim=(0, 1)).nonzero().flatten()
     assert max(c - int(cols.min()), int(cols.max()) - c) == halo
 
@@ -127,7 +143,8 @@ def _tiny(kind: str) -> nn.Module:
     if kind == "mdsr":
         return build(MDSRConfig(n_resblocks=1, n_feats=16, scales=(2, 3))).eval()
     scale = int(kind[-1])
-    return build(EDSRConfig(n_resblocks=2, n_feats=16, scale=scale)).eval()
+    tail = "conv-shuffle" if kind.startswith("conv-shuffle") else "upsampler"
+    return build(EDSRConfig(n_resblocks=2, n_feats=16, scale=scale, tail=tail)).eval()
 
 
 def _assert_uint8_equal(a: np.ndarray, b: np.ndarray, exact_float: np.ndarray) -> None:
@@ -144,7 +161,8 @@ def _assert_uint8_equal(a: np.ndarray, b: np.ndarray, exact_float: np.ndarray) -
         assert np.count_nonzero(diff) <= 2
 
 
-@pytest.mark.parametrize(("kind", "scale"), [("edsr-x2", 2), ("edsr-x3", 3), ("edsr-x4", 4), ("mdsr", 3)])
+@pytest.mark.parametrize(("kind", "scale"), [("edsr-x2", 2), ("edsr-x3", 3), ("edsr-x4", 4), ("mdsr", 3),
+                                             ("conv-shuffle-x3", 3), ("conv-shuffle-x4", 4)])
 def test_exact_tiling_equals_untiled(kind, scale):
     model = _tiny(kind)
     up = Upscaler(model)

@@ -25,12 +25,15 @@ import torch
 from torch import nn
 
 from ..models import EDSR, MDSR
+from ..models.networks import check_weights
 from ..system import default_cpu_precision, require_cpu_bf16
 from .plan import Plan, lower
 
 __all__ = ["optimize", "OptimizedSR", "Plan", "lower", "BACKENDS", "PRECISIONS"]
 
-BACKENDS = ("torch", "triton", "interpret")
+# "auto" (the CUDA default): the Triton kernels, with each body conv run as the faster of the kernel's tile
+# configs and cuDNN, measured once per shape and cached (fastsr.engine.autotune). On the CPU it is "torch".
+BACKENDS = ("auto", "torch", "triton", "interpret")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -71,7 +74,8 @@ def _as_fastsr(model: nn.Module) -> tuple[EDSR | MDSR, str]:
     )
 
 
-def _make_runner(plan: Plan, backend: str, device: torch.device, dtype: torch.dtype, winograd: bool = False):
+def _make_runner(plan: Plan, backend: str, device: torch.device, dtype: torch.dtype, winograd: bool = False,
+                 tuner=None):
     if backend == "torch":
         from .torch_backend import TorchRunner, cpu_bf16_policy
 
@@ -80,12 +84,23 @@ def _make_runner(plan: Plan, backend: str, device: torch.device, dtype: torch.dt
         return TorchRunner(plan, device, dtype, winograd=winograd)
     from .triton_backend import TritonRunner
 
-    return TritonRunner(plan, device, dtype)
+    return TritonRunner(plan, device, dtype, tuner=tuner if backend == "auto" else None)
+
+
+def _cuda_tuner(device: torch.device):
+    """The autotune of the ``auto`` backend: CUDA-event timing, choices cached per device and versions."""
+    from ..system import package_version
+    from .autotune import Autotuner, cuda_timer
+
+    versions = {"torch": torch.__version__, "triton": package_version("triton"), "fastsr": package_version("fastsr")}
+    return Autotuner(torch.cuda.get_device_name(device), versions, cuda_timer())
 
 
 def _resolve(backend: str | None, precision: str | None, device: torch.device) -> tuple[str, torch.dtype]:
     if backend is None:
-        backend = "triton" if device.type == "cuda" else "torch"
+        backend = "auto" if device.type == "cuda" else "torch"
+    if backend == "auto" and device.type != "cuda":
+        backend = "torch"  # the CPU engine: oneDNN, its own per-precision choices
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if precision is None:
@@ -95,7 +110,7 @@ def _resolve(backend: str | None, precision: str | None, device: torch.device) -
             precision = default_cpu_precision()[0] if backend == "torch" else "fp32"
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
-    if backend == "triton" and device.type != "cuda":
+    if backend in ("triton", "auto") and device.type != "cuda":
         raise ValueError(f"the triton backend needs the model on a CUDA device; it is on {device} "
                          "(use backend='torch', or 'interpret' for the kernels on CPU)")
     if backend == "interpret":
@@ -115,7 +130,7 @@ class OptimizedSR(nn.Module):
     """The optimized network. ``forward`` has the source module's signature and value range."""
 
     def __init__(self, model: EDSR | MDSR, source: str, backend: str, dtype: torch.dtype, device: torch.device,
-                 winograd: bool = False) -> None:
+                 winograd: bool = False, cuda_graphs: bool = False) -> None:
         super().__init__()
         self.config = model.config
         # The fastsr reference it was lowered from, for export_onnx (not a submodule: not in state_dict). The
@@ -129,7 +144,15 @@ class OptimizedSR(nn.Module):
         self.device = device
         self.plans = {s: lower(model, s) for s in model.config.scales}
         self.winograd = winograd
-        self.runners = {s: _make_runner(p, backend, device, dtype, winograd) for s, p in self.plans.items()}
+        # One autotune per engine on CUDA ("auto"): its choices are shared by the scales' plans and cached on disk.
+        self.tuner = _cuda_tuner(device) if backend == "auto" else None
+        self.runners = {s: _make_runner(p, backend, device, dtype, winograd, self.tuner)
+                        for s, p in self.plans.items()}
+        self.cuda_graphs = cuda_graphs
+        if cuda_graphs:
+            from .graphs import GraphedRunner
+
+            self.runners = {s: GraphedRunner(r, device) for s, r in self.runners.items()}
         for plan in self.plans.values():  # the runners hold the packed weights; the plans keep only shapes
             for op in plan.ops():
                 op.weight = op.weight.to("meta")
@@ -198,16 +221,23 @@ class OptimizedSR(nn.Module):
         itemsize = max(self.dtype.itemsize, getattr(runner, "out_dtype", self.dtype).itemsize)
         return plan.activation_bytes(n, height, width, itemsize, rows)
 
+    def autotune_report(self) -> dict | None:
+        """The ``auto`` backend's choices per op shape, their timings and this process's tuning cost; None
+        for the other backends."""
+        return None if self.tuner is None else self.tuner.report()
+
     def extra_repr(self) -> str:
         return (f"{self.config}, backend={self.backend}, dtype={self.dtype}, device={self.device}"
                 + (", winograd=True" if self.winograd else ""))
 
 
 def optimize(model: nn.Module, *, backend: str | None = None, precision: str | None = None,
-             winograd: bool = False) -> OptimizedSR:
+             winograd: bool = False, cuda_graphs: bool = False) -> OptimizedSR:
     """Build the inference engine for ``model`` once; the model itself is left untouched.
 
-    ``backend``: ``"torch"``, ``"triton"`` or ``"interpret"`` (default: triton on CUDA, torch elsewhere);
+    ``backend``: ``"auto"`` (the default; on CUDA the Triton kernels with each body conv run as the faster of
+    the kernel's tile configs and cuDNN, timed once per shape and cached on disk: :mod:`fastsr.engine.autotune`;
+    elsewhere ``"torch"``), ``"torch"`` (cuDNN / oneDNN), ``"triton"`` (the kernels only) or ``"interpret"``;
     ``precision``: ``"fp32"``, ``"fp16"`` or ``"bf16"`` (default: fp16 on CUDA; on the CPU
     :func:`fastsr.system.default_cpu_precision`). Unsupported combinations raise ValueError, and so does
     ``bf16`` on a CPU without native bf16 instructions (AVX512-BF16 or AMX-BF16).
@@ -216,11 +246,17 @@ def optimize(model: nn.Module, *, backend: str | None = None, precision: str | N
     oneDNN's direct conv, chosen per op and input shape by timing both on the first input of that shape.
     It pays at 256 channels (full EDSR); it is off by default because its rounding depends on a pixel's
     place in the 4x4 tile grid, so tiled and untiled ``upscale`` results may differ in the last bits.
+
+    ``cuda_graphs=True`` (CUDA): each input shape's launch sequence is captured once as a CUDA graph and
+    replayed (:mod:`fastsr.engine.graphs`; a few shapes kept, least recently used out). Inert on the CPU.
     """
     if not isinstance(winograd, bool):
         raise TypeError(f"winograd must be True or False, got {winograd!r}")
+    if not isinstance(cuda_graphs, bool):
+        raise TypeError(f"cuda_graphs must be True or False, got {cuda_graphs!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"optimize() expects an nn.Module, got {type(model).__name__}")
+    check_weights(model)  # meta / NaN weights: a clear error now, not a torch error or a black image later
     device = _device_of(model)
     if winograd is True and precision is None:
         precision = "fp32"  # Winograd is an fp32 algorithm: asking for it picks fp32 on any CPU
@@ -232,7 +268,7 @@ def optimize(model: nn.Module, *, backend: str | None = None, precision: str | N
     if backend == "interpret" and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError("the interpret backend needs TRITON_INTERPRET=1 in the environment before Triton "
                          "is imported (set it at process start)")
-    engine = OptimizedSR(reference, source, backend, dtype, device, winograd).eval()
+    engine = OptimizedSR(reference, source, backend, dtype, device, winograd, cuda_graphs).eval()
     if source == "edsr-pytorch" and engine.multi_scale:
         engine.set_scale(int(getattr(model, "scale_idx", 0)))  # the branch the given module has selected
     return engine

@@ -13,7 +13,9 @@ Done once per model, on fp32 copies of the weights (the reference is never modif
 Activations live in three LR feature buffers: ``skip`` (the trunk input kept for the global skip), ``x``
 (the running residual stream, updated in place: ``x += conv(t)``) and ``t`` (a block's ReLU output). The
 high-resolution tail (upsampler convs with pixel-shuffle stores, then the final conv) runs in row bands with
-a halo, so the full-resolution feature map never exists at once.
+a halo, so the full-resolution feature map never exists at once. EDSR's ``"conv-shuffle"`` tail (OpenCV's
+zoo files) lowers to a single ``final`` op: its LR conv to colours x s^2, ``add_mean`` folded in, with a
+pixel-shuffle store by s.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ..models import MDSR, EDSR, upsample_factors
 SKIP, X, T = "skip", "x", "t"
 IMAGE, OUT = "image", "out"
 # Tail receptive field in LR rows: the upsampler's first 3x3 conv at LR (1) plus the later convs at r x LR
-# resolution (1/2 + 1/4 for x4, 1/3 for x3, 1/2 for x2) stays below 2.
+# resolution (1/2 + 1/4 for x4, 1/3 for x3, 1/2 for x2) stays below 2 (the conv-shuffle tail: 1).
 TAIL_HALO = 2
 # Bands of at least 16 LR rows keep the recomputed halo (4 rows) within 25% of the tail's work; bands may
 # use 64 MiB even where two LR maps are less (small images: one band, no recomputation).
@@ -203,6 +205,17 @@ def lower(model: EDSR | MDSR, scale: int) -> Plan:
     ops.append(ConvOp(f"body.{len(body) - 1}", we, be, src=X, dst=SKIP, residual=SKIP))
     plan.trunk = ops
 
+    wa, ba = _affine_1x1(model.add_mean)
+    if isinstance(model, EDSR) and config.tail == "conv-shuffle":
+        # One conv to colours x s^2 at LR, stored pixel-shuffled: add_mean (per colour) acts on the s^2
+        # channels c * s^2 + p of each colour c, so it folds in as kron(W_a, I_{s^2}).
+        w, b = _conv_params(model.tail[0])
+        expand = torch.kron(wa, torch.eye(scale * scale, dtype=wa.dtype))
+        w = torch.einsum("ij,jckl->ickl", expand, w)
+        b = expand @ b + ba.repeat_interleave(scale * scale)
+        plan.tail.append(ConvOp("final", w, b, src=SKIP, dst=OUT, shuffle=scale))
+        return _as_fp32(plan)
+
     # Tail: upsampler convs with pixel-shuffle stores, then the final conv with add_mean folded in.
     upsampler = model.tail[0] if isinstance(model, EDSR) else model.upsample[config.scales.index(scale)]
     final = model.tail[1] if isinstance(model, EDSR) else model.tail[0]
@@ -213,12 +226,15 @@ def lower(model: EDSR | MDSR, scale: int) -> Plan:
         dst = f"up{j}"
         plan.tail.append(ConvOp(f"upsample.{j}", w, b, src=src, dst=dst, shuffle=r))
         src = dst
-    wa, ba = _affine_1x1(model.add_mean)
     wf, bf = _conv_params(final)
     wf = torch.einsum("ij,jckl->ickl", wa, wf)
     bf = wa @ bf + ba
     plan.tail.append(ConvOp("final", wf, bf, src=src, dst=OUT))
+    return _as_fp32(plan)
 
+
+def _as_fp32(plan: Plan) -> Plan:
+    """The plan with its float64 weights, biases and shifts stored as contiguous fp32."""
     for op in plan.ops():
         op.weight = op.weight.float().contiguous()
         op.bias = op.bias.float().contiguous()
@@ -227,8 +243,11 @@ def lower(model: EDSR | MDSR, scale: int) -> Plan:
     return plan
 
 
-def tail_receptive_field(scale: int) -> float:
-    """Receptive-field radius of the tail in LR pixels (1 for the LR conv, 1/r per later conv)."""
+def tail_receptive_field(scale: int, tail: str = "upsampler") -> float:
+    """Receptive-field radius of the tail in LR pixels (1 for the LR conv, 1/r per later conv); the
+    ``"conv-shuffle"`` tail (one LR conv, then the shuffle) has 1."""
+    if tail == "conv-shuffle":
+        return 1.0
     radius, res = 1.0, 1
     for r in upsample_factors(scale):
         res *= r

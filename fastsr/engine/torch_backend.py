@@ -162,7 +162,9 @@ class TorchRunner(Runner):
         self.trunk = [conv(op) for op in plan.trunk]
         self.tail = [conv(op) for op in plan.tail]
         # The folded tail (named after the final op, so it gets its dtype: fp32 in the CPU bf16 mode); the
-        # unfolded tail above computes the outermost ring and runs where folding is switched off.
+        # unfolded tail above computes the outermost ring and runs where folding is switched off. A tail that
+        # is one conv + shuffle already (EDSR's conv-shuffle tail) is exact at the border as it is: not folded.
+        fold = fold and len(plan.tail) > 1
         self.folded = conv(fold_tail(plan, name=plan.tail[-1].name)) if fold else None
 
     @torch.no_grad()  # not inference_mode: the output must be an ordinary tensor, as the reference's

@@ -80,6 +80,7 @@ class _BaseConfig:
 
     arch: ClassVar[str]
     _presets: ClassVar[dict[str, dict[str, Any]]]
+    _omit_when_default: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         _check_int("n_resblocks", self.n_resblocks, 1)
@@ -120,8 +121,14 @@ class _BaseConfig:
         return scale
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict that :func:`config_from_dict` turns back into an equal config."""
+        """A JSON-friendly dict that :func:`config_from_dict` turns back into an equal config.
+
+        Fields added after the first file format (EDSR's ``tail``) are left out while they hold their default,
+        so the files of networks that do not use them stay readable by earlier fastsr versions."""
         d = dataclasses.asdict(self)
+        for name, default in self._omit_when_default.items():
+            if d.get(name, object()) == default:
+                del d[name]
         return {"arch": self.arch, **{k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}}
 
 
@@ -130,11 +137,20 @@ class EDSRConfig(_BaseConfig):
     """EDSR, or with ``batch_norm=True`` the batch-norm baseline (conv-BN-ReLU-conv-BN blocks).
 
     ``res_scale`` multiplies each residual branch (0.1 in the paper's wide EDSR, 1 in the baseline).
+
+    ``tail`` is how the body's features become the image: ``"upsampler"`` (the paper's: one conv F -> r^2 F +
+    pixel shuffle per factor r, then a conv F -> colours at full resolution) or ``"conv-shuffle"`` (one conv
+    F -> colours x scale^2 at input resolution and a single pixel shuffle by ``scale``; nothing after it), the
+    tail of the EDSR files in OpenCV's ``dnn_superres`` zoo (see :mod:`fastsr.tf_graph`).
     """
 
     res_scale: float = 1.0
     scale: int = 2
     batch_norm: bool = False
+    tail: str = "upsampler"
+
+    TAILS: ClassVar[tuple[str, ...]] = ("upsampler", "conv-shuffle")
+    _omit_when_default: ClassVar[dict[str, Any]] = {"tail": "upsampler"}
 
     _presets: ClassVar[dict[str, dict[str, Any]]] = {
         **{f"edsr-baseline-x{s}": dict(n_resblocks=16, n_feats=64, res_scale=1.0, scale=s) for s in (2, 3, 4)},
@@ -152,6 +168,10 @@ class EDSRConfig(_BaseConfig):
         check_scale(self.scale)
         if not isinstance(self.batch_norm, bool):
             raise TypeError(f"batch_norm must be a bool, got {self.batch_norm!r}")
+        if not isinstance(self.tail, str):
+            raise TypeError(f"tail must be a str, got {type(self.tail).__name__} {self.tail!r}")
+        if self.tail not in self.TAILS:
+            raise ValueError(f"tail must be one of {self.TAILS}, got {self.tail!r}")
 
     @property
     def arch(self) -> str:  # type: ignore[override]

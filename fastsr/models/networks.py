@@ -46,7 +46,9 @@ class EDSR(_SRNet):
     """EDSR (``config.batch_norm=False``) or the batch-norm baseline (``True``).
 
     Keys: ``sub_mean``, ``add_mean``, ``head.0``, ``body.{i}.body.{0,2}`` (BN: ``{0,1,3,4}``) for i < B,
-    ``body.{B}``, ``tail.0.{0,2,...}`` (upsampler convs), ``tail.1`` (final conv).
+    ``body.{B}``, ``tail.0.{0,2,...}`` (upsampler convs), ``tail.1`` (final conv). With
+    ``config.tail == "conv-shuffle"`` the tail is ``tail.0`` (conv F -> colours x scale^2) and ``tail.1``
+    (PixelShuffle(scale), no parameters).
     """
 
     def __init__(self, config: EDSRConfig) -> None:
@@ -61,7 +63,11 @@ class EDSR(_SRNet):
             *[ResBlock(f, 3, res_scale=config.res_scale, batch_norm=config.batch_norm) for _ in range(config.n_resblocks)],
             conv(f, f, 3),
         )
-        self.tail = nn.Sequential(Upsampler(config.scale, f), conv(f, config.n_colors, 3))
+        if config.tail == "conv-shuffle":
+            s = config.scale
+            self.tail = nn.Sequential(conv(f, config.n_colors * s * s, 3), nn.PixelShuffle(s))
+        else:
+            self.tail = nn.Sequential(Upsampler(config.scale, f), conv(f, config.n_colors, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.config.n_colors)
@@ -115,3 +121,18 @@ def build(config: EDSRConfig | MDSRConfig) -> EDSR | MDSR:
     if isinstance(config, MDSRConfig):
         return MDSR(config)
     raise TypeError(f"expected an EDSRConfig or MDSRConfig, got {type(config).__name__}")
+
+
+def check_weights(model: nn.Module) -> None:
+    """Check, once, that a module given to the engine or the API can run: ValueError naming the first tensor
+    that is on the meta device (a shape without values), on a device other than the CPU or CUDA, or holds
+    NaN / infinity (which would otherwise come out as a silently black image after clamping)."""
+    for kind, named in (("weight", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, t in named:
+            if t.device.type == "meta":
+                raise ValueError(f"the model's {kind} {name!r} is on the meta device (a shape without values); "
+                                 "load real weights first (e.g. model.to_empty(device='cpu') + load_state_dict)")
+            if t.device.type not in ("cpu", "cuda"):
+                raise ValueError(f"the model's {kind} {name!r} is on {t.device}; fastsr runs on the CPU or CUDA")
+            if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all()):
+                raise ValueError(f"the model's {kind} {name!r} contains NaN or infinite values")
