@@ -41,8 +41,7 @@ def _temp_name(path: Path) -> str:
 
 def error_about(e: OSError, path: Path) -> OSError:
     """``e`` re-raised about the file the user asked for, not the hidden temporary."""
-    new = type(e)(e.errno, e.strerror or str(e), str(path)) if e.errno is not None else type(e)(f"{path}: {e}")
-    return new
+    return type(e)(e.errno, e.strerror or str(e), str(path)) if e.errno is not None else type(e)(f"{path}: {e}")
 
 
 def open_temp_beside(path: Path) -> tuple[BinaryIO, Path]:

@@ -287,18 +287,12 @@ def write_image(img, path: str | os.PathLike, *, format: str | None = None, over
     # Hidden, same folder (the rename stays on one filesystem), written through the descriptor that created it.
     f, tmp = open_temp_beside(path)
     try:
-        try:
-            with f:
-                img.save(f, format=fmt, **params)
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as e:  # a full disk, a quota: about the file asked for, not the hidden temporary
-            raise error_about(e, path) from None
+        with f:
+            img.save(f, format=fmt, **params)
+            f.flush()
+            os.fsync(f.fileno())
         if overwrite:
-            try:
-                os.replace(tmp, path)
-            except OSError as e:
-                raise error_about(e, path) from None
+            os.replace(tmp, path)
         else:
             try:
                 os.link(tmp, path)
@@ -307,10 +301,11 @@ def write_image(img, path: str | os.PathLike, *, format: str | None = None, over
             except OSError:  # no hard links on this filesystem: check, then rename
                 if path.exists():
                     raise FileExistsError(f"{path} exists") from None
-                try:
-                    os.replace(tmp, path)
-                except OSError as e:
-                    raise error_about(e, path) from None
+                os.replace(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as e:  # a full disk, a quota, a failed rename: about the file asked for, not the temporary
+        raise error_about(e, path) from None
     finally:
         forget_temp(tmp)
     return path
