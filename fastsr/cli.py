@@ -439,7 +439,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         options = TrainOptions(
             model=args.model, data=tuple(args.data), out=args.out, steps=args.steps, batch_size=args.batch_size,
-            patch_size=args.patch_size, lr=args.lr, lr_halve_every=args.lr_halve_every, seed=args.seed,
+            patch_size=args.patch_size, lr=args.lr, lr_halve_every=args.lr_halve_every, lr_schedule=args.lr_schedule,
+            lr_min=args.lr_min, warmup_steps=args.warmup_steps, seed=args.seed,
             save_every=args.save_every, val_dir=args.val_dir, val_every=args.val_every, device=args.device,
             amp=args.amp, init_from=args.init_from, resume=args.resume, threads=args.threads,
         )
@@ -536,6 +537,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch-size", type=int, default=48, help="LR patch side (default 48)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--lr-halve-every", type=int, default=200_000)
+    p.add_argument("--lr-schedule", choices=["step", "cosine"], default="step",
+                   help="step: halve every --lr-halve-every (the paper); cosine: --warmup-steps of linear "
+                        "warm-up, then a cosine down to --lr-min at --steps")
+    p.add_argument("--lr-min", type=float, default=0.0, help="the cosine schedule's final rate")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up (cosine schedule)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=100)
     p.add_argument("--val-dir", help="benchmark set folder for validation PSNR (e.g. .../Set5)")

@@ -68,7 +68,12 @@ def backends() -> list[Backend]:
 
     has_triton = importlib.util.find_spec("triton") is not None
     cuda = torch.cuda.is_available()
-    out = [Backend("torch", True, "runs on any device (CPU here)" if not cuda else "runs on CPU and CUDA")]
+    if has_triton and cuda:
+        auto = "the default: per op, the fastest of the Triton kernels and cuDNN (autotuned, cached)"
+    else:
+        auto = "the default: means torch here (" + ("triton is not installed" if cuda else "no CUDA GPU") + ")"
+    out = [Backend("auto", True, auto),
+           Backend("torch", True, "runs on any device (CPU here)" if not cuda else "runs on CPU and CUDA")]
     if has_triton and cuda:
         out.append(Backend("triton", True, f"CUDA device: {torch.cuda.get_device_name(0)}"))
     else:

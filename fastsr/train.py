@@ -3,8 +3,11 @@
 Random ``patch_size`` x ``patch_size`` LR patches with their HR patches, the LR images made once per scale by
 the MATLAB-compatible bicubic resize (:mod:`fastsr.resize`) of ``modcrop(HR, s)``; random flips and
 90-degree rotations; L1 loss; Adam (0.9, 0.999, eps 1e-8); learning rate 1e-4 halved every
-``lr_halve_every`` steps; batch 16. MDSR draws one scale per batch, so only that scale's pre-processing and
-upsampler (plus the shared body) get gradients and updates. EDSR x3 / x4 can start from a trained x2
+``lr_halve_every`` steps (the paper's schedule), or ``lr_schedule="cosine"``: a cosine from ``lr`` at step
+``warmup_steps`` down to ``lr_min`` at ``steps``, after a linear warm-up from 0 (for a continuation of a
+trained model, where a fresh Adam at full rate would first knock the weights off their minimum); batch 16.
+MDSR draws one scale per batch, so only that scale's pre-processing and upsampler (plus the shared body)
+get gradients and updates. EDSR x3 / x4 can start from a trained x2
 (``init_from``): every weight whose key and shape match is copied.
 
 A run lives in one folder: ``checkpoint.pt`` (model, optimizer, step, options; rewritten atomically every
@@ -53,6 +56,9 @@ class TrainOptions:
     patch_size: int = 48  # LR patch side
     lr: float = 1e-4
     lr_halve_every: int = 200_000
+    lr_schedule: str = "step"  # "step": halve every lr_halve_every; "cosine": warm-up, then cosine to lr_min
+    lr_min: float = 0.0  # the cosine schedule's final rate
+    warmup_steps: int = 0  # linear warm-up from 0 (cosine schedule only)
     seed: int = 0
     save_every: int = 100
     val_dir: str | None = None  # a benchmark set folder with HR/ (and LR_bicubic/), e.g. Set5
@@ -76,9 +82,28 @@ class TrainOptions:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if self.lr_schedule not in ("step", "cosine"):
+            raise ValueError(f"lr_schedule must be 'step' or 'cosine', got {self.lr_schedule!r}")
+        if not (isinstance(self.lr_min, (int, float)) and math.isfinite(self.lr_min) and 0 <= self.lr_min <= self.lr):
+            raise ValueError(f"lr_min must be a finite number in [0, lr={self.lr}], got {self.lr_min!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or not (
+                0 <= self.warmup_steps < self.steps):
+            raise ValueError(f"warmup_steps must be an int in [0, steps={self.steps}), got {self.warmup_steps!r}")
+        if self.lr_schedule == "step" and (self.warmup_steps or self.lr_min):
+            raise ValueError("warmup_steps and lr_min belong to lr_schedule='cosine'")
         if self.amp not in (None, "bf16", "fp16"):
             raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {self.amp!r}")
         config_from_name(self.model, **self.model_overrides)  # validates the preset and overrides
+
+
+def learning_rate(options: TrainOptions, step: int) -> float:
+    """The rate for the step after ``step`` steps have run (a function of the step alone, so resumes agree)."""
+    if options.lr_schedule == "step":
+        return options.lr * 0.5 ** (step // options.lr_halve_every)
+    if step < options.warmup_steps:
+        return options.lr * (step + 1) / (options.warmup_steps + 1)
+    progress = (step - options.warmup_steps) / max(1, options.steps - options.warmup_steps)
+    return options.lr_min + (options.lr - options.lr_min) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -246,7 +271,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
             if config.rgb_range != 255:
                 lr_batch, hr_batch = lr_batch * (config.rgb_range / 255), hr_batch * (config.rgb_range / 255)
             for group in optimizer.param_groups:
-                group["lr"] = options.lr * 0.5 ** (step // options.lr_halve_every)
+                group["lr"] = learning_rate(options, step)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 sr = model(lr_batch, scale) if isinstance(model, MDSR) else model(lr_batch)
                 loss = F.l1_loss(sr.float(), hr_batch)

@@ -68,15 +68,18 @@ def default_weights_info(root: str | Path | None = None) -> dict[str, Any]:
     return read_info(default_weights_path(root))
 
 
-def bundle_run(run: str | os.PathLike, root: str | Path, *, notes: str | None = None) -> Path:
+def bundle_run(run: str | os.PathLike, root: str | Path, *, notes: str | None = None, earlier_steps: int = 0) -> Path:
     """Bundle the model of a ``fastsr train`` run folder (its ``checkpoint.pt``) as the default weights.
 
-    The file records the run's step count, batch and patch size, the training folders' names and image
+    The file records the run's step count (plus ``earlier_steps``: the training its starting weights already
+    had, for a run started with ``init_from``), batch and patch size, the training folders' names and image
     count as the checkpoint recorded them, and ``notes`` (free text: options of earlier sessions, hardware).
     Raises FileNotFoundError without a checkpoint and CheckpointError for one that is not from fastsr train.
     """
     import json
 
+    if isinstance(earlier_steps, bool) or not isinstance(earlier_steps, int) or earlier_steps < 0:
+        raise ValueError(f"earlier_steps must be an int >= 0, got {earlier_steps!r}")
     from .checkpoint import TRAIN_FORMAT_TAG, CheckpointError, _read_file, load
 
     ckpt_path = Path(run) / "checkpoint.pt"
@@ -85,7 +88,8 @@ def bundle_run(run: str | os.PathLike, root: str | Path, *, notes: str | None = 
         raise CheckpointError(f"{ckpt_path} is not a fastsr train checkpoint")
     try:
         options = json.loads(ckpt["options"])
-        info: dict[str, Any] = {"trained_steps": int(ckpt["step"]), "batch_size": int(options["batch_size"]),
+        info: dict[str, Any] = {"trained_steps": earlier_steps + int(ckpt["step"]),
+                                "batch_size": int(options["batch_size"]),
                                 "patch_size": int(options["patch_size"]), "loss": "L1"}
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{ckpt_path}: incomplete fastsr train checkpoint ({e!r})") from e

@@ -7,8 +7,10 @@ Math, for output pixel (n, h, w) and output channel co of a K x K conv with zero
 
 (``shift`` is the mean subtraction of EDSR's head, applied in the load so the padding stays zero.) As a
 GEMM: M = N * H_out * W output pixels, N = C_out, K = K * K * C_in, the K loop running over the K * K taps
-and, inside each tap, over ``BLOCK_K`` channel chunks. Tiles are 2-D ``[pixels, channels]`` so that
-``tl.dot`` maps onto wgmma on Hopper.
+(unrolled) and, inside each tap, over ``BLOCK_K`` channel chunks; or, with ``FLAT_K`` (config ``FLAT_K=1``,
+C_in a multiple of BLOCK_K, no shift), as one loop over all K * K * C_in / BLOCK_K chunks, which the
+compiler can software-pipeline across taps (at F = 64 the unrolled form has one chunk per tap, nothing to
+pipeline). Tiles are 2-D ``[pixels, channels]`` so that ``tl.dot`` maps onto wgmma on Hopper.
 
 Epilogue, on the fp32 accumulator, in order: + bias -> ReLU (optional) -> + residual (optional, read in the
 output's layout; may alias the output for in-place accumulation) -> store, in one of two layouts:
@@ -49,7 +51,7 @@ def _conv_nhwc_kernel(
     stride_on, stride_oh, stride_ow, stride_oc,
     KSIZE: tl.constexpr, HAS_SHIFT: tl.constexpr, RELU: tl.constexpr, HAS_RES: tl.constexpr,
     SHUFFLE: tl.constexpr, FINAL: tl.constexpr, QUANTIZE: tl.constexpr, FP32_DOT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    FLAT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -69,30 +71,51 @@ def _conv_nhwc_kernel(
     mask_n = offs_n < C_OUT
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for kh in tl.static_range(KSIZE):
-        ih = h_idx + (kh - PAD)
-        for kw in tl.static_range(KSIZE):
-            iw = w_idx + (kw - PAD)
+    if FLAT_K:
+        # One loop over all K * K * C_IN reduction rows in BLOCK_K chunks (C_IN % BLOCK_K == 0, so a chunk
+        # never straddles two taps). Unlike the unrolled tap loop below, whose inner loop has a single
+        # iteration at F = BLOCK_K = 64, this loop is one the compiler can software-pipeline (num_stages):
+        # the loads of the next taps are issued while the current tap's dot runs.
+        for kk in range(0, KSIZE * KSIZE * C_IN, BLOCK_K):
+            tap = kk // C_IN
+            ih = h_idx + (tap // KSIZE - PAD)
+            iw = w_idx + (tap % KSIZE - PAD)
             in_img = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            x_base = n_idx * stride_xn + ih * stride_xh + iw * stride_xw
-            w_row0 = (kh * KSIZE + kw) * C_IN
-            for k0 in range(0, C_IN, BLOCK_K):
-                offs_k = k0 + tl.arange(0, BLOCK_K)
-                mask_k = offs_k < C_IN
-                mask_a = in_img[:, None] & mask_k[None, :]
-                a = tl.load(x_ptr + x_base[:, None] + offs_k[None, :].to(tl.int64) * stride_xc, mask=mask_a, other=0.0)
-                b = tl.load(
-                    w_ptr + (w_row0 + offs_k)[:, None].to(tl.int64) * C_OUT + offs_n[None, :],
-                    mask=mask_k[:, None] & mask_n[None, :],
-                    other=0.0,
-                )
-                if HAS_SHIFT:
-                    shift = tl.load(shift_ptr + offs_k, mask=mask_k, other=0.0)
-                    a = tl.where(mask_a, a.to(tl.float32) + shift[None, :], 0.0)
-                if FP32_DOT:
-                    acc += tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-                else:
-                    acc += tl.dot(a.to(b.dtype), b)
+            offs_k = (kk - tap * C_IN) + tl.arange(0, BLOCK_K)
+            a = tl.load(x_ptr + (n_idx * stride_xn + ih * stride_xh + iw * stride_xw)[:, None]
+                        + offs_k[None, :].to(tl.int64) * stride_xc, mask=in_img[:, None], other=0.0)
+            b = tl.load(w_ptr + (kk + tl.arange(0, BLOCK_K))[:, None].to(tl.int64) * C_OUT + offs_n[None, :],
+                        mask=mask_n[None, :], other=0.0)
+            if FP32_DOT:
+                acc += tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+            else:
+                acc += tl.dot(a.to(b.dtype), b)
+    else:
+        for kh in tl.static_range(KSIZE):
+            ih = h_idx + (kh - PAD)
+            for kw in tl.static_range(KSIZE):
+                iw = w_idx + (kw - PAD)
+                in_img = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+                x_base = n_idx * stride_xn + ih * stride_xh + iw * stride_xw
+                w_row0 = (kh * KSIZE + kw) * C_IN
+                for k0 in range(0, C_IN, BLOCK_K):
+                    offs_k = k0 + tl.arange(0, BLOCK_K)
+                    mask_k = offs_k < C_IN
+                    mask_a = in_img[:, None] & mask_k[None, :]
+                    a = tl.load(x_ptr + x_base[:, None] + offs_k[None, :].to(tl.int64) * stride_xc,
+                                mask=mask_a, other=0.0)
+                    b = tl.load(
+                        w_ptr + (w_row0 + offs_k)[:, None].to(tl.int64) * C_OUT + offs_n[None, :],
+                        mask=mask_k[:, None] & mask_n[None, :],
+                        other=0.0,
+                    )
+                    if HAS_SHIFT:
+                        shift = tl.load(shift_ptr + offs_k, mask=mask_k, other=0.0)
+                        a = tl.where(mask_a, a.to(tl.float32) + shift[None, :], 0.0)
+                    if FP32_DOT:
+                        acc += tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+                    else:
+                        acc += tl.dot(a.to(b.dtype), b)
 
     # Epilogue on the fp32 accumulator: bias -> ReLU -> residual -> store.
     bias = tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0)
@@ -167,7 +190,8 @@ def pick_config(c_in: int, c_out: int, dtype: torch.dtype) -> dict[str, int]:
 
 def candidate_configs(c_in: int, c_out: int, dtype: torch.dtype) -> dict[str, dict[str, int]]:
     """The tile configs worth timing for one conv (the engine's autotune adds cuDNN beside them): the
-    shape-picked one, and the other tile shapes of :func:`get_configs` with the same adjustments."""
+    shape-picked one, the other tile shapes of :func:`get_configs` with the same adjustments, and each of
+    them with the flattened K loop (``-flat``) where C_in is a multiple of BLOCK_K (fp16 / bf16)."""
     picked = pick_config(c_in, c_out, dtype)
     out = {"triton": picked}
     if interpreting():
@@ -180,6 +204,11 @@ def candidate_configs(c_in: int, c_out: int, dtype: torch.dtype) -> dict[str, di
             alt.update(BLOCK_K=min(alt["BLOCK_K"], 32), num_stages=2)
         if alt != picked and c_out > 16:
             out[f"triton-{alt['BLOCK_M']}x{alt['BLOCK_N']}x{alt['BLOCK_K']}"] = alt
+    for name, cfg in list(out.items()):
+        if c_in % cfg["BLOCK_K"] == 0 and dtype != torch.float32:  # fp32 tiles leave no shared memory for stages
+            # Stages that fit ~100 KiB of shared memory: (BLOCK_M + BLOCK_N) * BLOCK_K * 2 bytes per stage.
+            stages = 4 if cfg["BLOCK_N"] <= 64 else 3
+            out[f"{name}-flat"] = {**cfg, "FLAT_K": 1, "num_stages": stages}
     return out
 
 
@@ -205,8 +234,8 @@ def conv2d_nhwc(
     """Launch the fused conv: ``out <- epilogue(conv(x))``; see the module docstring. Returns ``out``.
 
     ``row0`` / ``rows`` select the band of image rows computed (default: all); ``out`` then holds just
-    those rows (times ``shuffle``). ``config`` (BLOCK_M / BLOCK_N / BLOCK_K / num_warps / num_stages, e.g.
-    from :func:`candidate_configs`) replaces the shape-picked tile config.
+    those rows (times ``shuffle``). ``config`` (BLOCK_M / BLOCK_N / BLOCK_K / num_warps / num_stages, and
+    optionally FLAT_K, e.g. from :func:`candidate_configs`) replaces the shape-picked tile config.
     """
     if not (x.is_cuda or interpreting()):
         raise ValueError("conv2d_nhwc needs CUDA tensors (or TRITON_INTERPRET=1 for CPU)")
@@ -243,6 +272,9 @@ def conv2d_nhwc(
     missing = {"BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages"} - set(cfg)
     if missing:
         raise ValueError(f"config lacks {sorted(missing)}")
+    flat = bool(cfg.get("FLAT_K", 0))
+    if flat and (c_in % cfg["BLOCK_K"] or shift is not None):
+        raise ValueError(f"FLAT_K needs C_in ({c_in}) a multiple of BLOCK_K ({cfg['BLOCK_K']}) and no shift")
     meta = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
     grid = (triton.cdiv(n * rows * w, meta["BLOCK_M"]), triton.cdiv(c_out, meta["BLOCK_N"]))
     res = residual if residual is not None else out
@@ -251,7 +283,7 @@ def conv2d_nhwc(
         n * rows * w, h, w, c_in, c_out, rows, row0, float(out_scale), float(clamp_max),
         *x.stride(), *res.stride(), *out.stride(),
         KSIZE=ksize, HAS_SHIFT=shift is not None, RELU=relu, HAS_RES=residual is not None,
-        SHUFFLE=shuffle, FINAL=final, QUANTIZE=quantize, FP32_DOT=w_packed.dtype == torch.float32,
+        SHUFFLE=shuffle, FINAL=final, QUANTIZE=quantize, FP32_DOT=w_packed.dtype == torch.float32, FLAT_K=flat,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **meta,
     )
     return out

@@ -39,6 +39,8 @@ def test_info_lists_versions_and_backends():
     assert re.search(rf"^cpu bf16 +{cpu_bf16_isa() or 'none'}", result.stdout, re.M)
     assert "backends:" in result.stdout
     assert "  torch      yes" in result.stdout
+    assert re.search(r"^  auto +yes +the default: " + ("per op" if torch.cuda.is_available() else "means torch"),
+                     result.stdout, re.M)
     expected_triton = "yes" if torch.cuda.is_available() else "no "
     assert f"  triton     {expected_triton}" in result.stdout
 

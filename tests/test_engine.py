@@ -396,3 +396,39 @@ def test_optimize_inside_inference_mode(make_image):
     with torch.inference_mode():
         engine = optimize(model, precision="fp32")
         torch.testing.assert_close(engine(x), model(x), atol=2e-3, rtol=0)
+
+
+def test_auto_backend_resolution(monkeypatch):
+    """"auto" is the Triton plan with autotune on CUDA; torch on the CPU, and on CUDA where Triton is absent (a
+    CUDA build without triton must still run by default, on cuDNN). Explicit "triton" there stays an error."""
+    import importlib.util
+
+    from fastsr.engine import _resolve
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert _resolve(None, "fp32", cpu)[0] == "torch" and _resolve("auto", "fp32", cpu)[0] == "torch"
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: real_find_spec(name, *a) if name != "triton"
+                        else object())
+    assert _resolve(None, None, cuda) == ("auto", torch.float16)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton"
+                        else real_find_spec(name, *a))
+    assert _resolve(None, None, cuda) == ("torch", torch.float16)
+    assert _resolve("auto", "fp32", cuda) == ("torch", torch.float32)
+    assert _resolve("triton", "fp16", cuda)[0] == "triton"  # the runner then says what is missing:
+    import builtins
+
+    from fastsr.engine.plan import lower
+    from fastsr.engine.triton_backend import TritonRunner
+
+    real_import = builtins.__import__
+
+    def no_triton(name, *args, **kwargs):
+        if name == "triton" or name.startswith("triton.") or "kernels" in name:
+            raise ModuleNotFoundError("No module named 'triton'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_triton)
+    plan = lower(build(EDSRConfig(n_resblocks=1, n_feats=8)).eval(), 2)
+    with pytest.raises(ImportError, match="the triton backend needs Triton .*use backend='torch'"):
+        TritonRunner(plan, cpu, torch.float32)

@@ -54,7 +54,16 @@ PATHS = [
     dict(ci=16, co=48, k=3, shuffle=4, final=True),
     dict(ci=16, co=27, k=3, shuffle=3, final=True, row0=1, rows=4),
     dict(ci=40, co=16, k=3, row0=2, rows=3),  # a band of rows; C_in not a multiple of BLOCK_K
+    # The flattened K loop (one loop over taps x channel chunks): one chunk per tap, two chunks per tap with
+    # a 5x5 kernel, a band with the residual epilogue, and a shuffle store.
+    dict(ci=16, co=16, k=3, relu=True, flat=True),
+    dict(ci=32, co=16, k=5, relu=True, flat=True),
+    dict(ci=16, co=16, k=3, residual=True, row0=1, rows=5, flat=True),
+    dict(ci=16, co=64, k=3, shuffle=2, flat=True),
 ]
+
+# The interpreter's tile config with the flattened K loop; BLOCK_K = 16 divides every flat path's C_in.
+FLAT = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=16, num_warps=4, num_stages=1, FLAT_K=1)
 
 
 @pytest.mark.parametrize("dtype,atol,rtol", DTYPES)
@@ -78,7 +87,8 @@ def test_conv_paths(kernels, path, dtype, atol, rtol):
     expected = reference(xr, wr, b, shift=shift, residual=rr, **kw)
     out = torch.empty(expected.permute(0, 2, 3, 1).shape, dtype=dtype)
     kernels.conv2d_nhwc(x.permute(0, 2, 3, 1).to(dtype), kernels.pack_weight(wt, dtype), b, out, ksize=k, shift=shift,
-                        residual=None if residual is None else residual.to(dtype).permute(0, 2, 3, 1), **kw)
+                        residual=None if residual is None else residual.to(dtype).permute(0, 2, 3, 1),
+                        config=FLAT if path.get("flat") else None, **kw)
     torch.testing.assert_close(out.permute(0, 3, 1, 2).float(), expected, atol=atol, rtol=rtol)
 
 
@@ -122,5 +132,10 @@ def test_launcher_checks(kernels):
         kernels.conv2d_nhwc(x, w, b, out.to(torch.uint8), ksize=3)
     with pytest.raises(ValueError, match="outside the image"):
         kernels.conv2d_nhwc(x, w, b, out, ksize=3, row0=2, rows=4)
+    with pytest.raises(ValueError, match=r"FLAT_K needs C_in \(8\) a multiple of BLOCK_K \(16\) and no shift"):
+        kernels.conv2d_nhwc(x, w, b, out, ksize=3, config=FLAT)
+    w16 = kernels.pack_weight(torch.zeros(16, 16, 3, 3), torch.float32)
+    with pytest.raises(ValueError, match="FLAT_K needs"):
+        kernels.conv2d_nhwc(torch.zeros(1, 4, 4, 16), w16, b, out, ksize=3, shift=torch.zeros(16), config=FLAT)
     with pytest.raises(ValueError, match="square odd-sized conv weight"):
         kernels.pack_weight(torch.zeros(4, 4, 2, 2), torch.float32)

@@ -13,7 +13,7 @@ import fastsr
 from fastsr.example import example_image
 from fastsr.models import MDSR
 from fastsr.resize import imresize, modcrop
-from fastsr.train import PatchSampler, TrainOptions, train
+from fastsr.train import PatchSampler, TrainOptions, learning_rate, train
 
 TINY = dict(n_resblocks=1, n_feats=8)
 
@@ -120,10 +120,29 @@ def test_patch_sampler_pairs_are_aligned():
         assert np.abs(lr_np[2:-2, 2:-2].astype(int) - down[2:-2, 2:-2]).max() <= 1
 
 
+def test_cosine_schedule_warms_up_decays_and_is_logged(images, tmp_path):
+    opts = options(images, tmp_path / "cos", steps=6, lr=1e-3, lr_schedule="cosine", lr_min=1e-5, warmup_steps=2)
+    rates = [learning_rate(opts, s) for s in range(7)]
+    # Linear warm-up from 0 (never exactly 0, which would waste a step), then a cosine from lr to lr_min.
+    assert rates[0] == pytest.approx(1e-3 / 3) and rates[1] == pytest.approx(2e-3 / 3)
+    assert rates[2] == pytest.approx(1e-3) and rates[4] == pytest.approx((1e-3 + 1e-5) / 2)
+    assert rates[6] == pytest.approx(1e-5) and all(a > b for a, b in zip(rates[2:], rates[3:]))
+    train(opts)
+    log = [json.loads(line) for line in (tmp_path / "cos" / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in log] == pytest.approx(rates[:6])
+    # The paper's schedule is unchanged: halved every lr_halve_every steps.
+    step = options(images, tmp_path / "s", lr_halve_every=3)
+    assert [learning_rate(step, s) for s in (0, 2, 3, 6)] == pytest.approx([1e-4, 1e-4, 5e-5, 2.5e-5])
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
         (dict(data=()), "at least one folder"),
+        (dict(lr_schedule="linear"), "lr_schedule must be 'step' or 'cosine'"),
+        (dict(lr_schedule="cosine", lr_min=1.0), r"lr_min must be a finite number in \[0, lr"),
+        (dict(lr_schedule="cosine", warmup_steps=1000), r"warmup_steps must be an int in \[0, steps=1000\)"),
+        (dict(warmup_steps=10), "belong to lr_schedule='cosine'"),
         (dict(steps=0), "steps must be a positive int"),
         (dict(lr=float("inf")), "lr must be a finite number"),
         (dict(amp="int8"), "amp must be None"),

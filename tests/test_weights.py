@@ -61,6 +61,11 @@ def test_bundle_run_records_provenance(tmp_path):
     assert default_weights_info(tmp_path / "bundle") == {
         "trained_steps": 2, "train_data": ["T3"], "train_images": 3, "batch_size": 2, "patch_size": 8,
         "loss": "L1", "notes": "a test run"}
+    # A run continued from earlier weights (init_from) counts their steps too.
+    bundle_run(tmp_path / "run", tmp_path / "cont", earlier_steps=16_000)
+    assert default_weights_info(tmp_path / "cont")["trained_steps"] == 16_002
+    with pytest.raises(ValueError, match="earlier_steps must be an int >= 0, got -1"):
+        bundle_run(tmp_path / "run", tmp_path / "cont", earlier_steps=-1)
     run_model = fastsr.load(tmp_path / "run" / "checkpoint.pt")
     assert torch.equal(fastsr.load(path).head[0].weight, run_model.head[0].weight.half().float())
     torch.save({"format": "other"}, tmp_path / "run" / "checkpoint.pt")

@@ -17,6 +17,8 @@ attributes; the optimized module keeps their forward contract (BasicSR: [0, 1] i
 
 from __future__ import annotations
 
+import importlib.util
+
 import os
 import weakref
 from typing import Any
@@ -99,8 +101,8 @@ def _cuda_tuner(device: torch.device):
 def _resolve(backend: str | None, precision: str | None, device: torch.device) -> tuple[str, torch.dtype]:
     if backend is None:
         backend = "auto" if device.type == "cuda" else "torch"
-    if backend == "auto" and device.type != "cuda":
-        backend = "torch"  # the CPU engine: oneDNN, its own per-precision choices
+    if backend == "auto" and (device.type != "cuda" or importlib.util.find_spec("triton") is None):
+        backend = "torch"  # the CPU engine (oneDNN, its own per-precision choices), or cuDNN without Triton
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if precision is None:

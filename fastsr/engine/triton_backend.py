@@ -26,7 +26,10 @@ class TritonRunner(Runner):
 
     def __init__(self, plan: Plan, device: torch.device, dtype: torch.dtype, *, band_budget_bytes: int | None = None,
                  tuner=None) -> None:
-        from ..kernels import conv as kernels  # lazily: Triton is only needed here
+        try:
+            from ..kernels import conv as kernels  # lazily: Triton is only needed here
+        except ImportError as e:
+            raise ImportError(f"the triton backend needs Triton ({e}); install it, or use backend='torch'") from e
 
         super().__init__(plan, device, dtype, band_budget_bytes=band_budget_bytes)
         self.kernels = kernels
