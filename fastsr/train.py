@@ -7,8 +7,8 @@ the MATLAB-compatible bicubic resize (:mod:`fastsr.resize`) of ``modcrop(HR, s)`
 ``warmup_steps`` down to ``lr_min`` at ``steps``, after a linear warm-up from 0 (for a continuation of a
 trained model, where a fresh Adam at full rate would first knock the weights off their minimum); batch 16.
 MDSR draws one scale per batch, so only that scale's pre-processing and upsampler (plus the shared body)
-get gradients and updates. EDSR x3 / x4 can start from a trained x2
-(``init_from``): every weight whose key and shape match is copied.
+get gradients and updates. EDSR x3 / x4 can start from a trained x2 (``init_from``): every weight whose key
+and shape match is copied.
 
 A run lives in one folder: ``checkpoint.pt`` (model, optimizer, step, options; rewritten atomically every
 ``save_every`` steps and at the end), ``model.safetensors`` (the weights as a fastsr checkpoint) and

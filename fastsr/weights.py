@@ -68,7 +68,8 @@ def default_weights_info(root: str | Path | None = None) -> dict[str, Any]:
     return read_info(default_weights_path(root))
 
 
-def bundle_run(run: str | os.PathLike, root: str | Path, *, notes: str | None = None, earlier_steps: int = 0) -> Path:
+def bundle_run(run: str | os.PathLike, root: str | Path, *, notes: str | None = None,
+               earlier_steps: int = 0) -> Path:
     """Bundle the model of a ``fastsr train`` run folder (its ``checkpoint.pt``) as the default weights.
 
     The file records the run's step count (plus ``earlier_steps``: the training its starting weights already

@@ -401,9 +401,12 @@ def test_optimize_inside_inference_mode(make_image):
 def test_auto_backend_resolution(monkeypatch):
     """"auto" is the Triton plan with autotune on CUDA; torch on the CPU, and on CUDA where Triton is absent (a
     CUDA build without triton must still run by default, on cuDNN). Explicit "triton" there stays an error."""
+    import builtins
     import importlib.util
 
     from fastsr.engine import _resolve
+    from fastsr.engine.plan import lower
+    from fastsr.engine.triton_backend import TritonRunner
 
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
     assert _resolve(None, "fp32", cpu)[0] == "torch" and _resolve("auto", "fp32", cpu)[0] == "torch"
@@ -416,11 +419,6 @@ def test_auto_backend_resolution(monkeypatch):
     assert _resolve(None, None, cuda) == ("torch", torch.float16)
     assert _resolve("auto", "fp32", cuda) == ("torch", torch.float32)
     assert _resolve("triton", "fp16", cuda)[0] == "triton"  # the runner then says what is missing:
-    import builtins
-
-    from fastsr.engine.plan import lower
-    from fastsr.engine.triton_backend import TritonRunner
-
     real_import = builtins.__import__
 
     def no_triton(name, *args, **kwargs):
@@ -428,7 +426,7 @@ def test_auto_backend_resolution(monkeypatch):
             raise ModuleNotFoundError("No module named 'triton'")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_triton)
     plan = lower(build(EDSRConfig(n_resblocks=1, n_feats=8)).eval(), 2)
+    monkeypatch.setattr(builtins, "__import__", no_triton)
     with pytest.raises(ImportError, match="the triton backend needs Triton .*use backend='torch'"):
         TritonRunner(plan, cpu, torch.float32)

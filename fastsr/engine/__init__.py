@@ -18,7 +18,6 @@ attributes; the optimized module keeps their forward contract (BasicSR: [0, 1] i
 from __future__ import annotations
 
 import importlib.util
-
 import os
 import weakref
 from typing import Any
