@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 out="${1:-gpu-results}"
 mkdir -p "$out"
 unset TRITON_INTERPRET
-pip install --no-deps --no-build-isolation -e . >"$out/install.log" 2>&1 || echo "install failed (see $out/install.log); running from the checkout"
+# `python -m pip`: a bare `pip` can belong to another interpreter than `python` (it did on the H200 image, and
+# fastsr.kernels, which only an install maps onto kernels/, was then missing from every step).
+python -m pip install --no-deps --no-build-isolation --use-pep517 -e . >"$out/install.log" 2>&1 || echo "install failed (see $out/install.log); running from the checkout"
+python -c "import fastsr.kernels" 2>>"$out/install.log" || echo "fastsr.kernels is not importable after the install (see $out/install.log): the Triton steps will fail"
 nvidia-smi >"$out/nvidia-smi.txt" 2>&1 || true
 python benchmarks/gpu_run.py "$out"

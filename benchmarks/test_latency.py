@@ -46,6 +46,12 @@ def reference(preset: str) -> torch.nn.Module:
     return _models[preset]
 
 
+# fp32 on the GPU: cuDNN convolutions run in TF32 by default (torch.backends.cudnn.allow_tf32; 10-bit mantissas),
+# and the NHWC and compiled paths pick other algorithms than the NCHW reference, so they differ from it by up to
+# about 0.07 of 255 on edsr-x4 (H200, measured); on the CPU only the summation order differs.
+FP32_ATOL = 0.25 if CUDA else 2e-3
+
+
 def build(impl: str, preset: str):
     """(callable(x) -> y, input dtype / memory format adjuster, tolerance on a 0-255 output)."""
     model = reference(preset)
@@ -54,13 +60,13 @@ def build(impl: str, preset: str):
     if impl == "reference channels_last":
         net = create(preset).eval().to(DEVICE).to(memory_format=torch.channels_last)
         net.load_state_dict(model.state_dict())
-        return net, lambda x: x.contiguous(memory_format=torch.channels_last), 2e-3
+        return net, lambda x: x.contiguous(memory_format=torch.channels_last), FP32_ATOL
     if impl == "reference fp16 channels_last":
         net = create(preset).eval().to(DEVICE).half().to(memory_format=torch.channels_last)
         net.load_state_dict(model.state_dict())
         return net, lambda x: x.half().contiguous(memory_format=torch.channels_last), 1.5
     if impl == "torch.compile(reference)":
-        return torch.compile(model), lambda x: x, 2e-3
+        return torch.compile(model), lambda x: x, FP32_ATOL
     graphs = impl.endswith("CUDA graphs")
     backend = impl.split()[1]
     precision = "fp16" if CUDA else "fp32"
