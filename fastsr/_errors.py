@@ -1,4 +1,5 @@
-"""Small helpers for error messages shared by the modules that read user files."""
+"""The checkpoint error and small helpers for error messages, shared by the modules that read user files
+(here, below them all, so that no two of them import each other for it)."""
 
 from __future__ import annotations
 
@@ -12,3 +13,7 @@ def first_line(e: BaseException, limit: int = MAX_DETAIL_CHARS) -> str:
     text = str(e).strip()
     text = text.splitlines()[0][:limit] if text else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, matches no known layout, or contradicts the inferred network."""

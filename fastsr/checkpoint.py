@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._errors import MAX_DETAIL_CHARS, first_line
+from ._errors import MAX_DETAIL_CHARS, CheckpointError, first_line
 from ._files import atomic_write
 from ._version import __version__
 from .models.config import (
@@ -57,10 +57,6 @@ TRAIN_FORMAT_TAG = "fastsr-train"  # fastsr.train's resumable checkpoints (weigh
 _CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model")
 _ARCHS = ("edsr", "edsr-bn", "mdsr")
 _MAX_LISTED = 12  # keys listed per category in an error message
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read, matches no known layout, or contradicts the inferred network."""
 
 
 # --------------------------------------------------------------------------------------------- reading

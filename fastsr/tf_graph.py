@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import CheckpointError
+from ._errors import CheckpointError
 
 __all__ = ["Graph", "Node", "Tensor", "read_graph", "load_opencv_pb", "opencv_pb_state_dict", "OPENCV_BGR_MEAN"]
 
