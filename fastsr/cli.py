@@ -29,11 +29,8 @@ class UsageError(Exception):
 def _cmd_info(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError
     from .system import info
-    from .weights import (
-        DefaultWeightsMissing,
-        default_weights_info,
-        default_weights_path,
-    )
+    from .bundle import default_weights_info
+    from .weights import DefaultWeightsMissing, default_weights_path
 
     data = info()
     width = max(len(k) for k in data)
@@ -74,13 +71,13 @@ def _provenance_lines(info: dict) -> list[str]:
 
 
 def _load_model(spec: str | None):
-    from .checkpoint import CheckpointError, load
-    from .weights import DefaultWeightsMissing, default_weights_path
+    from .checkpoint import CheckpointError
+    from .sources import resolve_model
+    from .weights import DefaultWeightsMissing
 
     try:
-        path = Path(spec) if spec else default_weights_path()
-        return load(path)
-    except (DefaultWeightsMissing, FileNotFoundError, CheckpointError) as e:
+        return resolve_model(spec or None)
+    except (DefaultWeightsMissing, FileNotFoundError, CheckpointError, ValueError) as e:
         raise UsageError(str(e)) from e
 
 

@@ -619,9 +619,9 @@ def upscale_dataset(inputs: str | os.PathLike | Sequence[str | os.PathLike], out
     out_dir = Path(output_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"the output folder {out_dir} is a file")
-    from .upscaler import _resolve_model
+    from .sources import resolve_model
 
-    net = _resolve_model(model)  # checked once, here: a bad checkpoint or scale fails before any work
+    net = resolve_model(model, caller="upscale_dataset()")  # checked once, here: a bad checkpoint or scale fails before any work
     net.config.require_scale(scale)
     if address is not None:
         _check_reachable(address)

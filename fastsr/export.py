@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from ._files import atomic_write
 from ._version import __version__
 from .engine.plan import IMAGE, OUT, Plan, lower
+from .sources import resolve_model
 
 __all__ = ["export_onnx", "plan_to_onnx", "OPSET", "EXPORT_PRECISIONS"]
 
@@ -122,32 +122,6 @@ def plan_to_onnx(plan: Plan, *, precision: str = "fp32", dynamic: bool = True,
     return model
 
 
-def _resolve_model(model: Any) -> nn.Module:
-    """A fastsr reference network from a path, a state dict, a preset name (with the bundled weights),
-    a reference module or an ``optimize``d module."""
-    from .engine import OptimizedSR, _as_fastsr
-
-    if isinstance(model, OptimizedSR):
-        return model.reference
-    if isinstance(model, nn.Module):
-        return _as_fastsr(model)[0]
-    if isinstance(model, (str, os.PathLike, dict)):
-        from .checkpoint import load
-        from .models.config import config_from_name, preset_names
-
-        if isinstance(model, str) and not Path(model).exists() and model in preset_names():
-            from .weights import default_weights_path
-
-            bundled = load(default_weights_path())  # DefaultWeightsMissing without the bundle
-            if config_from_name(model) != bundled.config:
-                raise ValueError(f"{model!r} is a preset without bundled weights (fastsr bundles "
-                                 f"{bundled.config.arch} weights only); pass a checkpoint path")
-            return bundled
-        return load(model)
-    raise TypeError(f"export_onnx() takes a checkpoint path, a state dict, a preset name or a module; "
-                    f"got {type(model).__name__}")
-
-
 def export_onnx(model: Any, path: str | os.PathLike, *, scale: int | None = None, precision: str = "fp32",
                 dynamic: bool = True, size: tuple[int, int] = (64, 64), overwrite: bool = True) -> Path:
     """Write the folded network of ``model`` at ``scale`` to ``path`` as ONNX and return the path.
@@ -175,7 +149,7 @@ def export_onnx(model: Any, path: str | os.PathLike, *, scale: int | None = None
         raise ValueError(f"cannot write {path}: the folder {path.parent} does not exist")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
-    reference = _resolve_model(model)
+    reference = resolve_model(model, caller="export_onnx()")
     scales = reference.config.scales
     if scale is None:
         if len(scales) > 1:

@@ -44,10 +44,8 @@ ValueError or TypeError before any work is done. ``model=None`` without bundled 
 from __future__ import annotations
 
 import copy
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,14 +53,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import weights as _weights
+
 from .engine import BACKENDS as ENGINE_BACKENDS
 from .engine import PRECISIONS, optimize
 from .ensemble import N_TRANSFORMS, transform, undo
 from .imageio import DEFAULT_MAX_PIXELS, check_pixel_limit
 from .models import EDSR, MDSR
 from .models.networks import check_weights
-from .models.config import preset_names
+
+from .sources import resolve_model
 from .system import default_cpu_precision, require_cpu_bf16
 from .tiling import (
     activation_bytes_per_pixel,
@@ -115,31 +114,6 @@ def _prepare(model: EDSR | MDSR, device: torch.device, precision: str, backend: 
             return model(x, scale) if is_mdsr else model(x)
 
     return run
-
-
-def _resolve_model(model: Any) -> EDSR | MDSR:
-    from .checkpoint import load
-
-    if model is None:
-        return load(_weights.default_weights_path())  # DefaultWeightsMissing until the weights are bundled
-    if isinstance(model, nn.Module):
-        if not isinstance(model, (EDSR, MDSR)):
-            raise TypeError(
-                f"model must be a fastsr EDSR / MDSR module (fastsr.load / fastsr.models), got {type(model).__name__}; "
-                "save its weights and pass the path, fastsr.load reads official EDSR-PyTorch and BasicSR files"
-            )
-        return model
-    if isinstance(model, Mapping):
-        return load(model)
-    if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        if not path.exists() and str(model) in preset_names():
-            raise ValueError(
-                f"{model!r} is a preset name, which has no weights: pass a checkpoint path (official EDSR-PyTorch, "
-                "BasicSR or fastsr .pt/.pth/.safetensors), a loaded module, or model=None for the bundled default"
-            )
-        return load(path)
-    raise TypeError(f"model must be None, a checkpoint path, a state dict or a fastsr module, got {type(model).__name__}")
 
 
 def _resolve_device(device: Any, model: nn.Module) -> torch.device:
@@ -358,7 +332,7 @@ class Upscaler:
         if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(memory_budget, int)
                                           or memory_budget < 1):
             raise ValueError(f"memory_budget must be a positive number of bytes or None, got {memory_budget!r}")
-        self.model = _resolve_model(model)
+        self.model = resolve_model(model, caller="Upscaler()")
         check_weights(self.model)  # meta / NaN weights: refused here, not found later as a torch error or a black image
         self.device = _resolve_device(device, self.model)
         self.precision = _resolve_precision(precision, self.device, backend)

@@ -101,7 +101,8 @@ def test_example_default_output_and_usage_errors(tmp_path, checkpoint):
                  "-o", str(tmp_path / "big.png"))
     assert result.returncode == 2
     assert "over the limit of 100" in result.stderr and "--max-pixels" in result.stderr
-    result = cli("upscale", "--example", "-s", "2", "--model", "mdsr-baseline", "-o", str(tmp_path / "p.png"))
+    # A preset name other than the bundled weights' has no weights (mdsr-baseline is the bundle: accepted).
+    result = cli("upscale", "--example", "-s", "2", "--model", "edsr-baseline-x2", "-o", str(tmp_path / "p.png"))
     assert result.returncode == 2
     assert "preset name, which has no weights" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["example_x2.png", "tiny.safetensors"]

@@ -12,12 +12,8 @@ import fastsr
 from fastsr.evaluate import evaluate
 from fastsr.models import MDSRConfig, build
 from fastsr.system import cpu_bf16_isa
-from fastsr.weights import (
-    DEFAULT_WEIGHTS,
-    DefaultWeightsMissing,
-    default_weights_path,
-    write_bundle,
-)
+from fastsr.bundle import write_bundle
+from fastsr.weights import DEFAULT_WEIGHTS, DefaultWeightsMissing, default_weights_path
 
 
 def test_bundle_round_trip_and_checksum(tmp_path):
@@ -48,7 +44,7 @@ def test_bundle_run_records_provenance(tmp_path):
 
     from fastsr.example import example_image
     from fastsr.train import TrainOptions, train
-    from fastsr.weights import bundle_run, default_weights_info
+    from fastsr.bundle import bundle_run, default_weights_info
 
     data = tmp_path / "T3"
     data.mkdir()
@@ -89,7 +85,7 @@ def test_shipped_bundle_if_present_is_valid():
         pytest.skip("no default weights bundled in this checkout")
     model = fastsr.load(path)
     assert model.config.scales == (2, 3, 4) and model.config.n_resblocks == 16
-    from fastsr.weights import default_weights_info
+    from fastsr.bundle import default_weights_info
 
     info = default_weights_info()  # the shipped bundle says how it was made
     assert info["trained_steps"] > 0 and info["train_data"] == ["T91", "BSD200"] and info["train_images"] == 291

@@ -20,13 +20,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import weakref
-from typing import Any
 
 import torch
 from torch import nn
 
 from ..models import EDSR, MDSR
 from ..models.networks import check_weights
+from ..sources import from_module
 from ..system import default_cpu_precision, require_cpu_bf16
 from .plan import Plan, lower
 
@@ -41,38 +41,6 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 def _device_of(model: nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
-
-
-def _as_fastsr(model: nn.Module) -> tuple[EDSR | MDSR, str]:
-    """(a fastsr reference network with the same function, the kind of module it came from)."""
-    from ..checkpoint import load
-
-    if isinstance(model, (EDSR, MDSR)):
-        return model, "fastsr"
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if hasattr(model, "conv_first") and hasattr(model, "conv_last"):  # BasicSR EDSR
-        img_range = float(getattr(model, "img_range", 255.0))
-        mean = getattr(model, "mean", None)
-        overrides: dict[str, Any] = {"rgb_range": img_range}
-        if isinstance(mean, torch.Tensor) and mean.numel() == 3:
-            overrides["rgb_mean"] = tuple(float(v) for v in mean.flatten())
-        res_scale = getattr(getattr(model, "body", [None])[0], "res_scale", None)
-        if res_scale is not None:
-            overrides["res_scale"] = float(res_scale)
-        return load(state, arch="edsr", **overrides), "basicsr"
-    if hasattr(model, "sub_mean") and hasattr(model, "head") and hasattr(model, "body"):  # EDSR-PyTorch
-        overrides = {}
-        block = model.body[0] if len(model.body) else None
-        if block is not None and hasattr(block, "res_scale"):
-            overrides["res_scale"] = float(block.res_scale)
-        rgb_range = getattr(getattr(model, "sub_mean", None), "rgb_range", None)
-        if rgb_range is not None:
-            overrides["rgb_range"] = float(rgb_range)
-        return load(state, **overrides), "edsr-pytorch"
-    raise TypeError(
-        f"optimize() takes a fastsr EDSR / MDSR, or an EDSR-PyTorch EDSR / MDSR or BasicSR EDSR instance; "
-        f"got {type(model).__name__}"
-    )
 
 
 def _make_runner(plan: Plan, backend: str, device: torch.device, dtype: torch.dtype, winograd: bool = False,
@@ -265,7 +233,7 @@ def optimize(model: nn.Module, *, backend: str | None = None, precision: str | N
     if winograd and (backend != "torch" or device.type != "cpu" or dtype != torch.float32):
         raise ValueError("winograd=True needs the torch backend on the CPU in fp32 (precision='fp32'); got "
                          f"backend {backend!r}, device {device}, {dtype}")
-    reference, source = _as_fastsr(model)
+    reference, source = from_module(model)
     if backend == "interpret" and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError("the interpret backend needs TRITON_INTERPRET=1 in the environment before Triton "
                          "is imported (set it at process start)")
