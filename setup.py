@@ -27,13 +27,16 @@ setup(
         "pillow>=10",
         "safetensors>=0.4",
         "tqdm>=4.60",
+        # fastsr.load reads OpenCV's EDSR .pb files on the protobuf runtime (fastsr.sources.opencv_pb builds
+        # the schema at run time: no generated code, so any protobuf major version from 4.25 on).
+        "protobuf>=4.25",
         "triton>=3.6; platform_system == 'Linux' and platform_machine == 'x86_64'",
     ],
     extras_require={
         # The test command installs the optional parts too, so CI tests the export and runs every peer.
         # OpenCV: the contrib build (a superset of opencv-python-headless: dnn and dnn_superres, which runs
-        # OpenCV's model-zoo EDSR files that fastsr.tf_graph reads). Only one of the two may be installed: both
-        # own the same cv2/ folder, and removing either breaks the other.
+        # OpenCV's model-zoo EDSR files that fastsr.sources.opencv_pb reads). Only one of the two may be
+        # installed: both own the same cv2/ folder, and removing either breaks the other.
         "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6", "onnx>=1.14", "onnxruntime>=1.16",
                  "openvino>=2024.0", "opencv-contrib-python-headless>=4.8,<5", "ray[data]>=2.40,<3"],
         "export": ["onnx>=1.14"],  # fastsr.export_onnx / fastsr export

@@ -1,5 +1,5 @@
 """Quality of OpenCV's model-zoo EDSR (``EDSR_x4.pb``) under ``fastsr eval``'s protocol, run by fastsr (the
-file read by ``fastsr.tf_graph.load_opencv_pb``) and, with ``--opencv``, by OpenCV's own ``dnn_superres`` on
+file read by ``fastsr.sources.opencv_pb.load_opencv_pb``) and, with ``--opencv``, by OpenCV's own ``dnn_superres`` on
 the same LR images -- plus how far the two 8-bit outputs are apart::
 
     python benchmarks/opencv_zoo_quality.py --data ../shared/data [--model EDSR_x4.pb] [--sets Set5,Set14,B100]
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from fastsr.engine import optimize
     from fastsr.evaluate import Score, benchmark_pairs, bicubic, format_table, super_resolve
     from fastsr.metrics import psnr, ssim
-    from fastsr.tf_graph import load_opencv_pb
+    from fastsr.sources.opencv_pb import load_opencv_pb
 
     pb = args.model or args.data / "models" / "opencv" / "EDSR_x4.pb"
     model = load_opencv_pb(pb)

@@ -1,5 +1,5 @@
 """CPU: OpenCV's own ``dnn_superres`` running its model-zoo ``EDSR_x4.pb`` against fastsr running the same file
-(``fastsr.tf_graph.load_opencv_pb``), image in, image out, side by side in one process: the same 8-bit image
+(``fastsr.sources.opencv_pb.load_opencv_pb``), image in, image out, side by side in one process: the same 8-bit image
 (a crop of Set5's ``baby`` LR image, or random pixels without the data), the same thread count
 (``torch.get_num_threads()``, given to OpenCV with ``cv2.setNumThreads``), interleaved rounds.
 
@@ -74,7 +74,7 @@ def test_opencv_zoo_edsr_x4(record, request):
 
     from fastsr.engine.plan import lower
     from fastsr.system import default_cpu_precision
-    from fastsr.tf_graph import load_opencv_pb
+    from fastsr.sources.opencv_pb import load_opencv_pb
     from fastsr.upscaler import Upscaler
 
     quick = request.config.getoption("benchmark_disable", False)

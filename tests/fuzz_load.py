@@ -1,9 +1,10 @@
 """Fuzz ``fastsr.load`` under an address-space limit (run by tests/test_reliability.py in a child process).
 
 Every example -- mutated bytes of real fastsr (safetensors, torch zip), official-layout (torch zip and the
-legacy pre-1.6 format the official files use) and BasicSR-layout files, and fastsr files whose stored config
-is mutated -- must either load or raise ``CheckpointError`` within ``TIME_LIMIT_S`` seconds, with the address
-space capped at ``ADDRESS_SPACE`` bytes, so an allocation a file provokes fails instead of taking the machine.
+legacy pre-1.6 format the official files use) and BasicSR-layout files, an OpenCV-style EDSR ``.pb``, and
+fastsr files whose stored config is mutated -- must either load or raise ``CheckpointError`` within
+``TIME_LIMIT_S`` seconds, with the address space capped at ``ADDRESS_SPACE`` bytes, so an allocation a file
+provokes fails instead of taking the machine.
 
 Usage: ``python tests/fuzz_load.py WORKDIR [MAX_EXAMPLES]``; exit status 0 when every example held.
 """
@@ -44,6 +45,9 @@ def _make_files(work: Path) -> dict[str, bytes]:
                     "conv_last.weight": state["tail.1.weight"], "conv_last.bias": state["tail.1.bias"]})
     torch.save({"params_ema": basicsr}, work / "basicsr.pth")
     save_file({k: v.contiguous() for k, v in basicsr.items()}, work / "basicsr.safetensors")
+    from test_opencv_pb import EDSRGraph  # (tests/ is this script's folder) an OpenCV-style EDSR GraphDef
+
+    (work / "opencv-edsr.pb").write_bytes(EDSRGraph(blocks=1, feats=4).bytes())
     return {p.name: p.read_bytes() for p in sorted(work.iterdir())}
 
 

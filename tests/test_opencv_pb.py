@@ -1,10 +1,11 @@
-"""OpenCV dnn_superres's EDSR files (TensorFlow frozen GraphDefs): the bounded wire reader, the layout check,
-the conversion (BGR -> RGB, OpenCV's mean, DepthToSpace's channel order, Dequantize MIN_FIRST), the engine on
-the converted network, and parity with OpenCV itself -- on small graphs written here byte by byte, and on
-the real ``EDSR_x4.pb`` where ``../shared/data/models/opencv`` has it."""
+"""OpenCV dnn_superres's EDSR files (TensorFlow frozen GraphDefs): the bounded reader (on the protobuf runtime),
+the layout check, the conversion (BGR -> RGB, OpenCV's mean, DepthToSpace's channel order, Dequantize
+MIN_FIRST), the engine on the converted network, and parity with OpenCV itself -- on small graphs written here
+byte by byte, and on the real ``EDSR_x4.pb`` where ``../shared/data/models/opencv`` has it."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import time
@@ -22,7 +23,7 @@ from fastsr.cli import main
 from fastsr import CheckpointError
 from fastsr.models import EDSRConfig, build
 from fastsr.system import cpu_bf16_isa
-from fastsr.tf_graph import OPENCV_BGR_MEAN, load_opencv_pb, opencv_pb_state_dict, read_graph
+from fastsr.sources.opencv_pb import OPENCV_BGR_MEAN, load_opencv_pb, opencv_pb_state_dict, read_graph
 
 DATA_DIR = Path(os.environ.get("FASTSR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 PB = DATA_DIR / "models" / "opencv" / "EDSR_x4.pb"
@@ -228,14 +229,14 @@ def test_conversion_matches_tensorflow_semantics(scale, quantized, make_image):
 def test_dequantize_is_tensorflows_min_first(make_image):
     """The quint8 weights dequantize with min rounded to a whole step (TensorFlow's QuantizedToFloat, as
     OpenCV's importer does): min + q * step would be off by up to half a step in every weight."""
-    from fastsr.tf_graph import _EDSRWalk, _read
+    from fastsr.sources.opencv_pb import _EDSRWalk
 
     g = EDSRGraph(blocks=1, feats=8, scale=2)
     fields, state = opencv_pb_state_dict(g.bytes())
     w, _ = g.params["b0c1"]
     torch.testing.assert_close(state["body.0.body.0.weight"], torch.from_numpy(w).permute(3, 2, 0, 1),
                                atol=1e-7, rtol=1e-6)
-    walk = _EDSRWalk(_read(memoryview(g.bytes())))
+    walk = _EDSRWalk(read_graph(g.bytes()))
     q = walk.nodes["b0c1/w_quantized_const"].attrs["value"].numpy()
     lo = float(walk.const("b0c1/w_quantized_min", "test"))
     naive = lo + q * ((float(walk.const("b0c1/w_quantized_max", "test")) - lo) / 255)
@@ -435,9 +436,11 @@ def bad_tensor(t: bytes) -> bytes:
     (vi(1, DT_FLOAT) + ld(2, shape_proto([2])) + ld(5, struct.pack("<3f", 1, 2, 3)), "3 values for shape \\(2,\\)"),
     (vi(1, DT_INT32) + ld(2, shape_proto([2])) + ld(5, struct.pack("<f", 1)), "cannot hold int32 values"),
     (vi(1, 99) + ld(2, shape_proto([2])), "unsupported dtype DataType 99"),
-    (vi(1, DT_FLOAT) + ld(2, shape_proto([2])) + ld(5, b"\x00" * 5), "packed fixed32 values of 5 bytes"),
+    (vi(1, 7) + ld(2, shape_proto([1])) + ld(8, b"ab"), r"field 8 \(string_val: .*\) is not supported"),
+    # (packed floats of 5 bytes: protobuf's parser refuses the node; its own message names no field)
+    (vi(1, DT_FLOAT) + ld(2, shape_proto([2])) + ld(5, b"\x00" * 5), "node 0 at byte 0: the protobuf parser refused it"),
 ], ids=["splat-elements", "splat-bytes", "content-size", "negative-dim", "rank", "too-many-values",
-        "field-for-dtype", "dtype", "packed-size"])
+        "field-for-dtype", "dtype", "string-values", "packed-size"])
 def test_hostile_tensors_are_refused_before_allocation(tensor, message):
     t = time.perf_counter()
     with pytest.raises(CheckpointError, match=message):
@@ -447,7 +450,7 @@ def test_hostile_tensors_are_refused_before_allocation(tensor, message):
 
 def test_typed_values_decode_as_tensorflow_does():
     """Typed value fields (float_val, int_val, packed or not, fewer values than elements: the last one repeats)."""
-    from fastsr.tf_graph import Tensor
+    from fastsr.sources.opencv_pb import Tensor
 
     def one(t: bytes) -> Tensor:
         return read_graph(bad_tensor(t)).nodes[0].attrs["value"]
@@ -468,6 +471,54 @@ def test_every_truncation_raises_checkpoint_error():
     for n in range(0, len(data), 7):
         with pytest.raises(CheckpointError):
             load_opencv_pb(data[:n])
+
+
+def test_many_nodes_are_refused_before_protobuf_parses_them():
+    """MAX_NODES + 1 tiny nodes: the scan of the file's top level refuses them before protobuf builds a message
+    (and the reader a Node) for each, so the memory taken stays a fraction of the file's size; MAX_NODES
+    nodes are read."""
+    import tracemalloc
+
+    from fastsr.sources._graphdef import MAX_NODES
+
+    one = node("n", "C")  # 8 bytes
+    data = one * (MAX_NODES + 1)
+    read_graph(one)  # (protobuf imported, the message classes built)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match=f"more than {MAX_NODES} nodes"):
+            read_graph(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < len(data) // 4, (peak, len(data))
+    assert len(read_graph(one * MAX_NODES).nodes) == MAX_NODES
+
+
+def test_other_bounds_of_the_reader(monkeypatch):
+    import fastsr.sources._graphdef as graphdef
+
+    monkeypatch.setattr(graphdef, "MAX_ENTRIES", 3)
+    with pytest.raises(CheckpointError, match="node 0: more than 3 inputs, attributes and list values"):
+        read_graph(node("add", "AddN", ["a", "b", "c", "d"]))
+    with pytest.raises(CheckpointError, match="more than 64 top-level fields that are not nodes"):
+        read_graph(node("x", "Const") + vi(3, 1) * 65)
+    with pytest.raises(CheckpointError, match="field number 0 at byte 0"):
+        read_graph(b"\x02\x00" + node("x", "Const"))
+
+
+def test_fields_outside_the_schema_are_ignored():
+    """What the reader does not declare (GraphDef.versions and library, NodeDef.device, a list of funcs, an
+    unknown field) is skipped as protobuf skips it, and the graph reads the same."""
+    g = EDSRGraph(blocks=1)
+    plain = opencv_pb_state_dict(g.bytes())[1]
+    g.add("relu0", "Relu", ["b0c1"], T=a_type(DT_FLOAT), funcs=ld(1, ld(9, ld(1, b"f"))))
+    extra = ld(4, vi(1, 27) + vi(2, 0)) + g.bytes() + ld(2, ld(1, ld(1, ld(1, b"fn")))) + vi(99, 5)
+    fields, state = opencv_pb_state_dict(extra)
+    assert fields["n_resblocks"] == 1 and all(torch.equal(v, state[k]) for k, v in plain.items())
+    assert read_graph(extra).nodes[-1].name == "NCHW_output"
+    node_with_device = ld(1, ld(1, b"x") + ld(2, b"Const") + ld(4, b"/device:CPU:0") + ld(6, b"\x0a\x00"))
+    assert read_graph(node_with_device).nodes[0].attrs == {}
 
 
 # ------------------------------------------------------------------------------------- OpenCV itself
@@ -562,16 +613,9 @@ _NODE_OFFSETS: dict[str, list[int]] = {}
 
 def _node_offsets(data: bytes, limit: int) -> list[int]:
     """Byte offsets of the top-level fields (GraphDef nodes) in ``data[:limit]``."""
-    from fastsr.tf_graph import _Fields
+    from fastsr.sources._graphdef import _top_level
 
-    fields = _Fields(memoryview(data), 0, len(data), 0)
-    offsets, at = [], 0
-    for _ in fields:
-        offsets.append(at)
-        at = fields.pos
-        if at > limit:
-            break
-    return offsets
+    return list(itertools.takewhile(lambda at: at <= limit, (f[0] for f in _top_level(memoryview(data)))))
 
 
 @needs_pb

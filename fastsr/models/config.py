@@ -141,7 +141,7 @@ class EDSRConfig(_BaseConfig):
     ``tail`` is how the body's features become the image: ``"upsampler"`` (the paper's: one conv F -> r^2 F +
     pixel shuffle per factor r, then a conv F -> colours at full resolution) or ``"conv-shuffle"`` (one conv
     F -> colours x scale^2 at input resolution and a single pixel shuffle by ``scale``; nothing after it), the
-    tail of the EDSR files in OpenCV's ``dnn_superres`` zoo (see :mod:`fastsr.tf_graph`).
+    tail of the EDSR files in OpenCV's ``dnn_superres`` zoo (see :mod:`fastsr.sources.opencv_pb`).
     """
 
     res_scale: float = 1.0

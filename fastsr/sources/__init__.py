@@ -29,7 +29,7 @@ from .. import weights
 from ..models.config import config_from_name, preset_names
 from ..models.networks import EDSR, MDSR
 from . import basicsr, edsr_pytorch, fastsr_file, fastsr_train, opencv_pb
-from .layout import build_checked, describe, no_known_layout, require_layout
+from .layout import MEAN_KEYS, build_checked, describe, no_known_layout, require_layout
 from .raw import Raw, read
 
 __all__ = ["FORMATS", "Raw", "detect_format", "from_module", "load", "read", "resolve_model"]
@@ -38,9 +38,6 @@ log = logging.getLogger("fastsr.checkpoint")
 
 # Containers that name themselves come first; then layouts recognised by their keys.
 FORMATS = (fastsr_file, fastsr_train, opencv_pb, basicsr, edsr_pytorch)
-
-_MEAN_KEYS = ("sub_mean.", "add_mean.")
-
 
 def detect_format(raw: Raw):
     """The first format module of :data:`FORMATS` whose ``detect`` accepts ``raw``; CheckpointError if none."""
@@ -64,7 +61,7 @@ def load(source: str | os.PathLike | Mapping[str, Any], *, arch: str | None = No
         claimed_by = "the config stored in the file" + (" (with the overrides)" if overrides else "")
     else:
         claimed_by = "the requested network" if arch is not None or overrides else "the inferred network"
-    optional = {f"{prefix}{name}" for prefix in _MEAN_KEYS for name in ("weight", "bias")} if fmt.MEAN_IN_CONFIG else set()
+    optional = set(MEAN_KEYS) if fmt.MEAN_IN_CONFIG else set()
     model = build_checked(config, state, claimed_by, layout=require_layout(state), optional=optional)
     log.debug("loaded %s (%s) from %s", describe(config), fmt.NAME, raw.where)
     return model

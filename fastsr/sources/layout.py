@@ -22,6 +22,9 @@ from ..models.networks import EDSR, MDSR, build
 
 ARCHS = ("edsr", "edsr-bn", "mdsr")
 MAX_LISTED = 12  # keys listed per category in an error message
+# The MeanShift convs: absent from files whose format applies the mean outside its convs (BasicSR, OpenCV),
+# where the config's MeanShift does it.
+MEAN_KEYS = ("sub_mean.weight", "sub_mean.bias", "add_mean.weight", "add_mean.bias")
 
 
 def count_indexed(state: Mapping[str, Any], template: str) -> int:
