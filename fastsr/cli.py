@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from ._files import remove_live_temps
@@ -98,82 +97,13 @@ _positive_int = _int_at_least(1)
 _nonnegative_int = _int_at_least(0)
 
 
-@dataclass
-class _Source:
-    path: Path
-    folder: Path | None = None  # the INPUT folder it was found in, if any
-
-
-def _expand_inputs(specs: Sequence[str]) -> tuple[list[_Source], list[str]]:
-    """Files, folders (their images, not recursive) and globs -> sources, and one error per unusable INPUT."""
-    import glob
-
-    from .imageio import IMAGE_EXTENSIONS
-
-    sources: list[_Source] = []
-    errors: list[str] = []
-    for spec in specs:
-        path = Path(spec)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir()
-                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
-            if not found:
-                errors.append(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
-            sources += [_Source(p, path) for p in found]
-        elif path.is_file():
-            sources.append(_Source(path))
-        elif glob.has_magic(spec):
-            found = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
-            if not found:
-                errors.append(f"no files match {spec}")
-            sources += [_Source(p) for p in found]
-        else:
-            from .imageio import not_regular_reason
-
-            reason = not_regular_reason(path) or "not a regular file"
-            errors.append(f"input not found: {spec}" if reason == "not found" else f"{spec}: {reason}")
-    return sources, errors
-
-
-def _result_mode(im) -> str:
-    """The mode of the image fastsr.upscale returns for ``im``."""
-    if im.mode == "P":
-        return "RGBA" if "transparency" in im.info else "RGB"
-    if im.mode == "PA":
-        return "RGBA"
-    return "I;16" if im.mode.startswith("I;16") else im.mode
-
-
-def _output_for(args: argparse.Namespace, src: _Source, output_is_file: bool, im) -> tuple[Path, str]:
-    """Where and in which format the upscaled ``im`` (read from ``src``) goes."""
-    from .imageio import can_store, extension_for, format_for_path, output_format
-
-    mode = _result_mode(im)
-    fmt = output_format(im.format, mode)
-    # Keep the input's own spelling of the extension (.jpeg, .tiff) when the format is kept.
-    ext = src.path.suffix if fmt == im.format and src.path.suffix else extension_for(fmt)
-    s = args.scale
-    if output_is_file:
-        out = Path(args.output)
-        fmt = format_for_path(out)
-        if not can_store(fmt, mode):
-            raise ValueError(f"cannot write a {mode} image as {fmt} ({out}); use .png")
-        return out, fmt
-    if args.output:  # a folder: several inputs, or one input with -o an existing folder
-        return Path(args.output) / f"{src.path.stem}{ext}", fmt
-    if args.example:
-        return Path.cwd() / f"example_x{s}.png", "PNG"
-    if src.folder is not None:  # from an INPUT folder: into FOLDER_x<s>/
-        return src.folder.parent / f"{src.folder.name}_x{s}" / f"{src.path.stem}{ext}", fmt
-    return src.path.with_name(f"{src.path.stem}_x{s}{ext}"), fmt
-
-
 def _cmd_upscale(args: argparse.Namespace) -> int:
     """``fastsr upscale``: files, folders and globs; one bad file does not stop the others."""
     from tqdm import tqdm
 
     from .example import example_path
     from .imageio import read_image, write_image
+    from .inputs import OutputPlan, Source, expand_inputs, failure_reason, image_output_for
     from .upscaler import Upscaler
     from .weights import DefaultWeightsMissing
 
@@ -184,9 +114,9 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     if args.example == bool(args.input):
         raise UsageError("give exactly one of INPUT or --example")
     if args.example:
-        sources, errors = [_Source(example_path())], []
+        sources, errors = [Source(example_path())], []
     else:
-        sources, errors = _expand_inputs(args.input)
+        sources, errors = expand_inputs(args.input)
     # One INPUT that is a file (or --example): -o is a file. Otherwise -o is a folder.
     single = len(sources) == 1 and not errors and (args.example or Path(args.input[0]).is_file())
     output_is_file = single and bool(args.output) and not Path(args.output).is_dir()
@@ -203,8 +133,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     except (DefaultWeightsMissing, FileNotFoundError, ValueError, TypeError) as e:
         raise UsageError(str(e)) from e
 
-    inputs = {s.path.resolve() for s in sources}
-    planned: set[Path] = set()
+    outputs = OutputPlan([s.path for s in sources], overwrite=args.overwrite)
     failed = len(errors)
     total = len(sources) + len(errors)
     show_bars = sys.stderr.isatty()
@@ -218,29 +147,22 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     for src in tqdm(sources, unit="img", disable=not show_bars or len(sources) == 1):
         try:
             im = read_image(src.path, max_pixels=args.max_pixels or None)
-            out, fmt = _output_for(args, src, output_is_file, im)
-            resolved = out.resolve()
-            if resolved in inputs:
-                raise ValueError(f"refusing to overwrite the input {out}")
-            if resolved in planned:
-                raise ValueError(f"another input is already written to {out}")
-            if out.exists() and not args.overwrite:
-                raise ValueError(f"{out} exists; pass --overwrite to replace it")
+            out, fmt = image_output_for(src, im, scale=args.scale, output=args.output, output_is_file=output_is_file,
+                                        default_folder=Path.cwd() if args.example else None)
+            outputs.claim(out)
             if not single:
                 out.parent.mkdir(parents=True, exist_ok=True)
             elif not out.parent.is_dir():
                 raise ValueError(f"output folder does not exist: {out.parent}")
-            planned.add(resolved)
             result = upscaler(im, args.scale, tile=args.tile, halo=args.halo, ensemble=args.ensemble,
                               max_pixels=args.max_pixels or None, progress=show_bars)
             try:
                 write_image(result, out, format=fmt, overwrite=args.overwrite, icc_profile=im.info.get("icc_profile"))
             except FileExistsError:  # appeared while we were computing
-                raise ValueError(f"{out} exists; pass --overwrite to replace it") from None
+                raise OutputPlan.exists_error(out) from None
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the others
             failed += 1
-            message = str(e) if isinstance(e, (ValueError, TypeError, OSError)) else f"{type(e).__name__}: {e}"
-            report(message if str(src.path) in message else f"{src.path}: {message}")
+            report(failure_reason(e, str(src.path)))
             continue
         say.out(str(out))  # after the work: reporting never turns a written file into a failure
     if total > 1:
@@ -250,11 +172,11 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
 
 def _cmd_upscale_ray(args: argparse.Namespace) -> int:
     """``fastsr upscale INPUT... -o DIR --ray [ADDRESS]``: :func:`fastsr.distributed.upscale_dataset`."""
-    from .distributed import _parse_address, upscale_dataset
+    from .distributed import parse_address, upscale_dataset
     from .weights import DefaultWeightsMissing
 
     try:
-        _parse_address(args.ray)
+        parse_address(args.ray)
     except ValueError as e:
         if Path(args.ray).exists():
             raise UsageError(f"--ray took {args.ray!r} as the cluster address, but it is a file or folder: put "

@@ -34,10 +34,7 @@ One run per output folder at a time: the clean-up of temporaries assumes no othe
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import fnmatch
-import glob
 import logging
 import math
 import os
@@ -50,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from .imageio import DEFAULT_MAX_PIXELS
+from .inputs import OutputPlan, Source, expand_inputs, failure_reason, image_output_for
 
 __all__ = ["upscale_dataset", "Summary", "Failure", "INSTALL_HINT"]
 
@@ -64,7 +62,6 @@ READ_CPUS = 0.25
 CONNECT_TIMEOUT_S = 5.0
 # How long Ray Data may wait for the workers to start (a cluster that cannot place them fails, not hangs).
 WAIT_FOR_WORKERS_S = 600
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _ADDRESS = re.compile(r"^(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 # fastsr._files' temporary names: "." + (a prefix of) the final name + "." + 16 hex digits + ".tmp".
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$", re.DOTALL)
@@ -121,72 +118,21 @@ class _Item:
 
 
 def _plan_inputs(specs: Sequence[str]) -> tuple[list[_Item], list[Any], list[str]]:
-    """Files, folders and globs (as the CLI expands them) and URIs -> items, pyarrow filesystems, errors."""
-    from .cli import _expand_inputs
-
+    """Files, folders, globs and URIs (:func:`fastsr.inputs.expand_inputs`) -> items, pyarrow filesystems,
+    errors."""
+    sources, errors = expand_inputs(specs, uris=True)
     items: list[_Item] = []
     filesystems: list[Any] = []
-    errors: list[str] = []
-    for spec in specs:
-        spec = os.fspath(spec)
-        if _URI.match(spec):  # file:// too: pyarrow reads it like any other URI
-            found, error = _list_uri(spec, filesystems)
-            errors += [error] if error else []
-            items += [_Item(len(items) + i, name, key, len(filesystems) - 1) for i, (name, key) in enumerate(found)]
+    where: dict[int, int] = {}  # id(filesystem) -> its index: one filesystem per URI, shipped once
+    for index, s in enumerate(sources):
+        if s.filesystem is None:
+            items.append(_Item(index, s.name, os.path.abspath(s.path), -1))
             continue
-        sources, errs = _expand_inputs([spec])
-        errors += errs
-        for s in sources:
-            items.append(_Item(len(items), str(s.path), os.path.abspath(s.path), -1))
+        if id(s.filesystem) not in where:
+            where[id(s.filesystem)] = len(filesystems)
+            filesystems.append(s.filesystem)
+        items.append(_Item(index, s.name, str(s.path), where[id(s.filesystem)]))
     return items, filesystems, errors
-
-
-def _list_uri(spec: str, filesystems: list[Any]) -> tuple[list[tuple[str, str]], str | None]:
-    """A URI's image files as (name, key) pairs on a filesystem appended to ``filesystems``, or an error."""
-    from pyarrow import fs as pafs
-
-    from .imageio import IMAGE_EXTENSIONS
-
-    try:
-        filesystem, path = pafs.FileSystem.from_uri(spec)
-    except Exception as e:  # noqa: BLE001 - unknown scheme, no credentials, a library missing: pyarrow's words
-        head, _, tail = spec.rpartition("/")
-        if not glob.has_magic(tail):
-            return [], f"cannot open {spec}: {e}"
-        try:  # pyarrow does not glob: open the folder, match the last component below
-            filesystem, path = pafs.FileSystem.from_uri(head)
-        except Exception as e2:  # noqa: BLE001
-            return [], f"cannot open {spec}: {e2}"
-        path = posixpath.join(path, tail)
-    filesystems.append(filesystem)
-    base = spec.rstrip("/")
-
-    def images_in(folder: str) -> list[str]:
-        infos = filesystem.get_file_info(pafs.FileSelector(folder, recursive=False))
-        return sorted(i.path for i in infos if i.type == pafs.FileType.File)
-
-    try:
-        info = filesystem.get_file_info(path)
-        if info.type == pafs.FileType.File:
-            return [(spec, path)], None
-        if info.type == pafs.FileType.Directory:
-            found = [p for p in images_in(path) if posixpath.splitext(p)[1].lower() in IMAGE_EXTENSIONS
-                     and not posixpath.basename(p).startswith(".")]
-            if not found:
-                return [], f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {spec}"
-            return [(f"{base}/{posixpath.basename(p)}", p) for p in found], None
-        folder, pattern = posixpath.split(path)
-        if glob.has_magic(pattern) and not glob.has_magic(folder):
-            head = spec.rstrip("/").rpartition("/")[0]
-            found = [p for p in images_in(folder) if fnmatch.fnmatchcase(posixpath.basename(p), pattern)]
-            if not found:
-                return [], f"no files match {spec}"
-            return [(f"{head}/{posixpath.basename(p)}", p) for p in found], None
-        if glob.has_magic(folder):
-            return [], f"{spec}: a URI may have a glob only in its last component"
-        return [], f"input not found: {spec}"
-    except OSError as e:
-        return [], f"cannot list {spec}: {e}"
 
 
 def _collisions(items: list[_Item]) -> dict[int, list[tuple[str, str, int]]]:
@@ -202,20 +148,19 @@ def _collisions(items: list[_Item]) -> dict[int, list[tuple[str, str, int]]]:
     return out
 
 
-def _inputs_in(folder: Path, items: list[_Item], filesystems: list[Any]) -> frozenset[str]:
-    """The local inputs that an output in ``folder`` could be (their absolute and resolved paths): an output
-    never replaces an input. Only those in the folder (by either path), so the set stays small."""
+def _inputs_in(folder: Path, items: list[_Item], filesystems: list[Any]) -> list[Path]:
+    """The local inputs that an output in ``folder`` could be (an output never replaces an input): only those
+    in the folder (by their absolute or resolved path), so the plan shipped to the workers stays small."""
     from pyarrow import fs as pafs
 
     places = {folder, folder.resolve()}
-    found = set()
+    found = []
     for item in items:
         if item.fs < 0 or isinstance(filesystems[item.fs], pafs.LocalFileSystem):
             path = Path(os.path.abspath(item.key))
-            resolved = path.resolve()
-            if path.parent in places or resolved.parent in places:
-                found |= {str(path), str(resolved)}
-    return frozenset(found)
+            if path.parent in places or path.resolve().parent in places:
+                found.append(path)
+    return found
 
 
 def _remove_stale_temps(folder: Path) -> int:
@@ -246,8 +191,10 @@ def _existing_outputs(folder: Path) -> dict[str, tuple[int, int, int]]:
 # -------------------------------------------------------------------------------- the cluster (driver)
 
 
-def _parse_address(address: str | None) -> str | None:
-    """None / "" (start a local instance), "auto" or HOST:PORT / ray://HOST:PORT; ValueError for the rest."""
+def parse_address(address: str | None) -> str | None:
+    """A Ray cluster address as ``upscale_dataset(ray_address=...)`` and ``--ray ADDRESS`` take it: None for
+    None, "" and "local" (start a local instance), else "auto" or HOST:PORT / ray://HOST:PORT; ValueError for
+    the rest."""
     if address is None:
         return None
     if not isinstance(address, str):
@@ -433,12 +380,6 @@ def _read_bytes(key: str, fs: int, filesystems: Sequence[Any]) -> bytes:
         return f.read()
 
 
-def _error_message(e: BaseException, name: str) -> str:
-    """An exception as ``fastsr upscale`` reports it: naming the input."""
-    message = str(e) if isinstance(e, (ValueError, TypeError, OSError)) else f"{type(e).__name__}: {e}"
-    return message if name in message else f"{name}: {message}"
-
-
 def _read_batch(batch: dict, filesystems: Sequence[Any]) -> dict:
     """Ray Data read task: each file's bytes, or why it could not be read (one bad file fails alone)."""
     import numpy as np
@@ -450,7 +391,7 @@ def _read_batch(batch: dict, filesystems: Sequence[Any]) -> dict:
             errors.append("")
         except Exception as e:  # noqa: BLE001 - reported for this file
             data.append(b"")
-            errors.append(_error_message(e, str(name)))
+            errors.append(failure_reason(e, str(name)))
     return {"index": batch["index"], "name": batch["name"], "key": batch["key"], "data": np.array(data, dtype=object),
             "error": np.array(errors, dtype=object)}
 
@@ -475,7 +416,6 @@ class _Worker:
         self.plan = plan
         self.upscaler = Upscaler(plan["model"], device=plan["device"], precision=plan["precision"])
         self.upscaler.check_scale(plan["scale"])
-        self.naming = argparse.Namespace(output=plan["output_dir"], scale=plan["scale"], example=False)
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
@@ -490,7 +430,7 @@ class _Worker:
                 else:
                     result = self._one(int(index), name, str(key), bytes(data))
             except Exception as e:  # noqa: BLE001 - one bad file must not stop the others
-                result = ("failed", "", _error_message(e, name))
+                result = ("failed", "", failure_reason(e, name))
             status.append(result[0])
             outputs.append(result[1])
             messages.append(result[2])
@@ -499,11 +439,11 @@ class _Worker:
 
     def _name(self, name: str, key: str, data: bytes):
         """The image and its output (path, format), as ``fastsr upscale -o DIR`` names it."""
-        from .cli import _output_for, _Source
         from .imageio import decode_image
 
         im = decode_image(data, name, max_pixels=self.plan["max_pixels"])
-        out, fmt = _output_for(self.naming, _Source(Path(posixpath.basename(key.replace(os.sep, "/")))), False, im)
+        src = Source(Path(posixpath.basename(key.replace(os.sep, "/"))))
+        out, fmt = image_output_for(src, im, scale=self.plan["scale"], output=self.plan["output_dir"])
         return im, out, fmt
 
     def _one(self, index: int, name: str, key: str, data: bytes) -> tuple[str, str, str]:
@@ -511,11 +451,7 @@ class _Worker:
 
         plan = self.plan
         im, out, fmt = self._name(name, key, data)
-        if str(out) in plan["inputs"] or str(out.resolve()) in plan["inputs"]:
-            raise ValueError(f"refusing to overwrite the input {out}")
-        for earlier in plan["collisions"].get(index, ()):
-            if self._claims(earlier, out):
-                raise ValueError(f"another input is already written to {out}")
+        plan["outputs"].check(out, earlier=filter(None, map(self._output_of, plan["collisions"].get(index, ()))))
         overwrite = plan["overwrite"]
         try:
             st = os.stat(out)
@@ -534,15 +470,13 @@ class _Worker:
             return "exists", str(out), ""
         return "done", str(out), ""
 
-    def _claims(self, earlier: tuple[str, str, int], out: Path) -> bool:
-        """Whether an earlier input (name, key, fs) decodes and would be written to ``out``."""
+    def _output_of(self, earlier: tuple[str, str, int]) -> Path | None:
+        """Where an earlier input (name, key, fs) would be written; None if it fails to decode."""
         name, key, fs = earlier
         try:
-            _, theirs, _ = self._name(name, key, _read_bytes(key, fs, self.plan["filesystems"]))
+            return self._name(name, key, _read_bytes(key, fs, self.plan["filesystems"]))[1]
         except Exception:  # noqa: BLE001 - an earlier input that fails claims nothing
-            return False
-        return theirs == out and str(theirs) not in self.plan["inputs"] \
-            and str(theirs.resolve()) not in self.plan["inputs"]
+            return None
 
 
 # The actor class the pool runs (tests put a subclass here that fails on purpose).
@@ -608,7 +542,7 @@ def upscale_dataset(inputs: str | os.PathLike | Sequence[str | os.PathLike], out
                    threads_per_worker)
     if not isinstance(ensemble, bool):
         raise TypeError(f"ensemble must be a bool, got {ensemble!r}")
-    address = _parse_address(ray_address)
+    address = parse_address(ray_address)
     ray = _require_ray()
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if not specs:
@@ -674,7 +608,7 @@ def _run(ray, items: list[_Item], filesystems: list[Any], net, out_abs: Path, op
         **options, "model": net, "device": "cuda" if gpus_per_worker else "cpu", "threads": threads,
         "output_dir": str(out_abs), "existing": existing if options["overwrite"] else {},
         "filesystems": filesystems, "collisions": _collisions(items),
-        "inputs": _inputs_in(out_abs, items, filesystems),
+        "outputs": OutputPlan(_inputs_in(out_abs, items, filesystems), overwrite=options["overwrite"], resume=True),
     }
     plan_ref = ray.put(plan)  # held here until the run ends: restarted workers read it again
     ctx = _data_context(ray, verbose)
