@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -191,11 +192,14 @@ def _cmd_upscale_ray(args: argparse.Namespace) -> int:
         raise UsageError("--device does not go with --ray: workers use a GPU each with --gpus-per-worker 1, "
                          "else CPU threads")
     try:
-        summary = upscale_dataset(
-            args.input, args.output, args.scale, model=args.model or None, precision=args.precision,
-            num_workers=args.workers, gpus_per_worker=args.gpus_per_worker, batch_size=args.batch_size or 8,
-            tile=args.tile, halo=args.halo, ensemble=args.ensemble, overwrite=args.overwrite,
-            ray_address=args.ray, max_pixels=args.max_pixels or None, verbose=args.verbose)
+        # Ray prints its raylet's notices (a worker died, a task is retried) on stdout, with no switch to turn
+        # them off; --ray writes nothing there, so without --verbose stdout is the null device during the run.
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(sys.stdout if args.verbose else devnull):
+            summary = upscale_dataset(
+                args.input, args.output, args.scale, model=args.model or None, precision=args.precision,
+                num_workers=args.workers, gpus_per_worker=args.gpus_per_worker, batch_size=args.batch_size or 8,
+                tile=args.tile, halo=args.halo, ensemble=args.ensemble, overwrite=args.overwrite,
+                ray_address=args.ray, max_pixels=args.max_pixels or None, verbose=args.verbose)
     except (ImportError, ValueError, TypeError, OSError, DefaultWeightsMissing, RuntimeError) as e:
         raise UsageError(str(e)) from e
     say = _Lines()
@@ -257,8 +261,6 @@ class _Lines:
 def _silence(stream) -> None:
     """Point ``stream``'s descriptor at the null device, so the interpreter's flush at exit cannot fail on it
     (the recipe of Python's signal documentation for a closed pipe)."""
-    import os
-
     try:
         fd = stream.fileno()
         devnull = os.open(os.devnull, os.O_WRONLY)

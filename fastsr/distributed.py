@@ -225,41 +225,26 @@ def _check_reachable(address: str) -> None:
 
 @contextlib.contextmanager
 def _quiet(verbose: bool) -> Iterator[None]:
-    """Ray's own reporting off unless ``verbose`` (the summary reports every image that failed): its Python
-    loggers at ERROR (Ray Data's at CRITICAL), the C++ core of a driver started here at FATAL, and the
-    raylet's worker-died / task-retried notices, which the driver would print on stdout, dropped."""
+    """Ray's own reporting off unless ``verbose`` (the summary reports every image that failed): the driver's
+    "ray" logger at ERROR (Ray Data's at CRITICAL) and the C++ core of a driver started here at FATAL; with
+    ``log_to_driver`` off (:func:`_connect`) the workers' output stays in their log files. The raylet's
+    notices (a worker died, a task is retried), which Ray's driver prints on stdout, have no switch:
+    ``fastsr upscale --ray`` points stdout at the null device for the run."""
     if verbose:
         yield
         return
-    names = ("ray", "ray.data", "ray._private.authentication.authentication_token_setup")
-    levels = {name: logging.getLogger(name).level for name in names}
+    levels = {name: logging.getLogger(name).level for name in ("ray", "ray.data")}
     backend = os.environ.get("RAY_BACKEND_LOG_LEVEL")
     os.environ["RAY_BACKEND_LOG_LEVEL"] = backend or "fatal"
     try:
-        from ray._private import worker as ray_worker  # private: used only if it is what it was in Ray 2.60
-
-        printer = getattr(ray_worker, "print_to_stdstream", None)
-    except ImportError:
-        ray_worker = printer = None
-
-    def drop_raylet_notices(data, *args, **kwargs):
-        if isinstance(data, dict) and data.get("pid") == "raylet":
-            return None
-        return printer(data, *args, **kwargs)
-
-    try:
-        for name in names[1:]:
-            logging.getLogger(name).setLevel(logging.ERROR if name != "ray.data" else logging.CRITICAL)
-        if callable(printer):
-            ray_worker.print_to_stdstream = drop_raylet_notices
+        logging.getLogger("ray").setLevel(logging.ERROR)
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
         yield
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
         if backend is None:
             os.environ.pop("RAY_BACKEND_LOG_LEVEL", None)
-        if callable(printer):
-            ray_worker.print_to_stdstream = printer
 
 
 @contextlib.contextmanager
@@ -315,7 +300,7 @@ def _connect(ray, address: str | None, verbose: bool) -> Iterator[None]:
                              "leave ray_address out to use it, or call ray.shutdown() first")
         yield
         return
-    options: dict[str, Any] = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
+    options: dict[str, Any] = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}
     with _signal_handlers_kept(), contextlib.nullcontext() if verbose else _stderr_silenced():
         if address is None:
             ray.init(address="local", include_dashboard=False, **options)
@@ -330,14 +315,16 @@ def _connect(ray, address: str | None, verbose: bool) -> Iterator[None]:
         ray.shutdown()
 
 
-def _data_context(ray, verbose: bool):
-    """A copy of Ray Data's context for this run: progress and execution banners only when ``verbose``;
-    per-image failures reported, not raised; failed batches retried."""
+@contextlib.contextmanager
+def _data_context(ray, verbose: bool) -> Iterator[Any]:
+    """Ray Data's current context, set for this run and restored after it: progress bars and execution
+    banners only when ``verbose``; per-image failures reported, not raised; failed batches retried. (A
+    dataset keeps a copy of the context it was created with.)"""
     import warnings
 
-    with warnings.catch_warnings():  # the copy sets Ray Data's deprecated aliases too, which warn
+    with warnings.catch_warnings():  # the first call builds the context, which sets Ray's deprecated aliases
         warnings.simplefilter("ignore", DeprecationWarning)
-        ctx = ray.data.DataContext.get_current().copy()
+        ctx = ray.data.DataContext.get_current()
     settings = {
         "enable_progress_bars": verbose,
         "enable_operator_progress_bars": verbose,
@@ -347,24 +334,14 @@ def _data_context(ray, verbose: bool):
         "actor_task_retry_on_errors": True,  # a worker that raises (not only one that dies) is retried
         "wait_for_min_actors_s": WAIT_FOR_WORKERS_S,
     }
-    for name, value in settings.items():
-        if hasattr(ctx, name):
-            setattr(ctx, name, value)
-    return ctx
-
-
-@contextlib.contextmanager
-def _using_context(ray, ctx) -> Iterator[None]:
-    DataContext = ray.data.DataContext
-    if hasattr(DataContext, "current"):
-        with DataContext.current(ctx):
-            yield
-        return
-    previous = DataContext._set_current(ctx)  # Ray versions before DataContext.current
+    saved = {name: getattr(ctx, name) for name in settings if hasattr(ctx, name)}
     try:
-        yield
+        for name in saved:
+            setattr(ctx, name, settings[name])
+        yield ctx
     finally:
-        DataContext._set_current(previous)
+        for name, value in saved.items():
+            setattr(ctx, name, value)
 
 
 # ----------------------------------------------------------------------------------- the work (on Ray)
@@ -532,7 +509,9 @@ def upscale_dataset(inputs: str | os.PathLike | Sequence[str | os.PathLike], out
     unit of retry). ``overwrite``: replace existing outputs instead of skipping them. ``ray_address``: None
     starts a local Ray instance for the call (or uses the one this process already runs), or
     ``HOST:PORT`` / ``ray://HOST:PORT`` / ``"auto"`` joins a running cluster. ``verbose``: Ray's logs and
-    progress bars; otherwise a tqdm bar of images (``progress``: default when stderr is a terminal).
+    progress bars; otherwise a tqdm bar of images (``progress``: default when stderr is a terminal), and only
+    the notices that Ray's driver prints on stdout when a worker dies or a batch is retried (the CLI discards
+    them).
 
     Returns a :class:`Summary`. Bad arguments (a missing input, an output folder that is a file, an
     unreachable address, a scale the model lacks) raise ValueError / TypeError / FileNotFoundError /
@@ -611,11 +590,10 @@ def _run(ray, items: list[_Item], filesystems: list[Any], net, out_abs: Path, op
         "outputs": OutputPlan(_inputs_in(out_abs, items, filesystems), overwrite=options["overwrite"], resume=True),
     }
     plan_ref = ray.put(plan)  # held here until the run ends: restarted workers read it again
-    ctx = _data_context(ray, verbose)
     show = (sys.stderr.isatty() if progress is None else progress) and not verbose
     results: dict[int, tuple[str, str, str]] = {}
     try:
-        with _using_context(ray, ctx):
+        with _data_context(ray, verbose) as ctx:
             rows = [{"index": item.index, "name": item.name, "key": item.key, "fs": item.fs} for item in items]
             ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / batch_size)))
             ds = ds.map_batches(_read_batch, batch_size=batch_size, batch_format="numpy", num_cpus=READ_CPUS,
