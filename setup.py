@@ -38,8 +38,9 @@ setup(
         # OpenCV's model-zoo EDSR files that fastsr.sources.opencv_pb reads). Only one of the two may be
         # installed: both own the same cv2/ folder, and removing either breaks the other.
         "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6", "onnx>=1.14", "onnxruntime>=1.16",
-                 "openvino>=2024.0", "opencv-contrib-python-headless>=4.8,<5", "ray[data]>=2.40,<3"],
+                 "openvino>=2024.0", "opencv-contrib-python-headless>=4.8,<5", "ray[data]>=2.40,<3", "av>=14"],
         "export": ["onnx>=1.14"],  # fastsr.export_onnx / fastsr export
+        "video": ["av>=14"],  # fastsr.upscale_video (PyAV's wheels bundle FFmpeg with x264, x265, libvpx, ffv1)
         "ray": ["ray[data]>=2.40,<3"],  # fastsr.distributed / fastsr upscale --ray (Ray Data brings pyarrow)
         # benchmarks/: the CPU peers (ONNX Runtime, OpenVINO, OpenCV dnn, fed fastsr's ONNX export) and
         # render.py's chart.

@@ -10,6 +10,8 @@ Public API (imported lazily, so ``import fastsr`` and ``fastsr --version`` stay 
 * ``fastsr.models`` -- the reference networks, configs and presets (``fastsr.models.create("mdsr")``).
 * ``fastsr.export_onnx(model, path, *, scale=None, precision="fp32", dynamic=True)`` -- the optimized network
   as an ONNX file (needs the ``export`` extra: onnx).
+* ``fastsr.upscale_video(src, dst, scale, *, model=None, codec=None, crf=None, ...)`` -- a video file upscaled
+  frame by frame, its audio and subtitles kept, resumable (needs the ``video`` extra: PyAV).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from .engine import optimize
     from .export import export_onnx
     from .upscaler import Upscaler, upscale
+    from .video import VideoError, upscale_video
 
 _LAZY = {
     "load": ("fastsr.checkpoint", "load"),
@@ -35,6 +38,8 @@ _LAZY = {
     "export_onnx": ("fastsr.export", "export_onnx"),
     "upscale": ("fastsr.upscaler", "upscale"),
     "Upscaler": ("fastsr.upscaler", "Upscaler"),
+    "upscale_video": ("fastsr.video", "upscale_video"),
+    "VideoError": ("fastsr.video", "VideoError"),
 }
 
 __all__ = ["__version__", *_LAZY]

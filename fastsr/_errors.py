@@ -1,5 +1,5 @@
-"""The checkpoint error and small helpers for error messages, shared by the modules that read user files
-(here, below them all, so that no two of them import each other for it)."""
+"""The checkpoint and video errors and small helpers for error messages, shared by the modules that read user
+files (here, below them all, so that no two of them import each other for it)."""
 
 from __future__ import annotations
 
@@ -17,3 +17,7 @@ def first_line(e: BaseException, limit: int = MAX_DETAIL_CHARS) -> str:
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, matches no known layout, or contradicts the inferred network."""
+
+
+class VideoError(ValueError):
+    """A video that cannot be read, decoded or written as asked (the message names the file and the place)."""

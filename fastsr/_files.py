@@ -104,3 +104,20 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
             raise error_about(e, path) from None
     finally:
         forget_temp(tmp)
+
+
+def move_into_place(tmp: Path, path: Path, *, overwrite: bool) -> None:
+    """Rename the finished temporary ``tmp`` onto ``path``. Without ``overwrite`` an existing ``path`` raises
+    FileExistsError and stays untouched: ``tmp`` is hard-linked into place, which fails instead of replacing
+    (where the filesystem has no hard links: a check, then the rename). ``tmp`` is left for the caller."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists") from None
+    except OSError:  # no hard links on this filesystem: check, then rename
+        if path.exists():
+            raise FileExistsError(f"{path} exists") from None
+        os.replace(tmp, path)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import first_line
-from ._files import error_about, forget_temp, open_temp_beside
+from ._files import error_about, forget_temp, move_into_place, open_temp_beside
 
 # 40 megapixels per image: above any camera or 8K video frame (33 MP), below Pillow's own bomb warning
 # (89 MP). See the module docstring.
@@ -291,17 +291,7 @@ def write_image(img, path: str | os.PathLike, *, format: str | None = None, over
             img.save(f, format=fmt, **params)
             f.flush()
             os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise FileExistsError(f"{path} exists") from None
-            except OSError:  # no hard links on this filesystem: check, then rename
-                if path.exists():
-                    raise FileExistsError(f"{path} exists") from None
-                os.replace(tmp, path)
+        move_into_place(tmp, path, overwrite=overwrite)
     except FileExistsError:
         raise
     except OSError as e:  # a full disk, a quota, a failed rename: about the file asked for, not the temporary
