@@ -5,7 +5,7 @@ function ``fastsr.upscale`` on the package as soon as anything imported it.)
 
 Inputs and outputs
 ------------------
-``img`` is a PIL image (modes RGB, RGBA, L, LA, P, I;16), a numpy array (HxW, HxWx3, HxWx4; uint8, uint16,
+``img`` is a PIL image (modes RGB, RGBA, L, LA, P, I;16), a numpy array (HxW, HxWx3, HxWx4, or a batch NxHxWxC; uint8, uint16,
 or float in [0, 1]) or a torch tensor (CxHxW or NxCxHxW, C = 1, 3 or 4, float in [0, 1]). The result has the
 same kind, dtype, channel layout (and, for tensors, device), ``scale`` times larger. Palette images come back
 as RGB, or RGBA when they have transparency.
@@ -166,7 +166,7 @@ class _Image:
     alpha: torch.Tensor | None  # N x 1 x H x W float32, 0..255 scale
     out_dtype: torch.dtype  # torch.uint8, torch.uint16 or a float dtype
     kind: str  # "pil", "numpy" or "torch"
-    batched: bool = False  # torch: NCHW (True) or CHW
+    batched: bool = False  # torch: NCHW (True) or CHW; numpy: NxHxWxC (True)
     pil_mode: str | None = None  # the mode of the PIL result
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where the result lives
 
@@ -183,7 +183,8 @@ def _check_float_values(a: torch.Tensor) -> None:
 
 
 def _from_hwc(a: np.ndarray, what: str) -> tuple[torch.Tensor, torch.dtype]:
-    """A HxW / HxWxC numpy array -> 1 x C x H x W float32 on the 0..255 scale, and the output dtype."""
+    """A HxW / HxWxC (/ NxHxWxC) numpy array -> 1 (/ N) x C x H x W float32 on the 0..255 scale, and the
+    output dtype."""
     if a.dtype.kind == "u" and a.dtype.itemsize == 1:
         t, dtype = torch.from_numpy(a.astype(np.float32)), torch.uint8
     elif a.dtype.kind == "u" and a.dtype.itemsize == 2:
@@ -196,6 +197,8 @@ def _from_hwc(a: np.ndarray, what: str) -> tuple[torch.Tensor, torch.dtype]:
         t = t.float() * 255
     else:
         raise TypeError(f"{what} must be uint8, uint16 or float (in [0, 1]), got dtype {a.dtype}")
+    if t.dim() == 4:  # N x H x W x C: a batch of same-size images
+        return t.permute(0, 3, 1, 2), dtype
     t = t[None, None] if t.dim() == 2 else t.permute(2, 0, 1)[None]
     return t, dtype
 
@@ -236,12 +239,16 @@ def _normalise(img: Any, max_pixels: int | None) -> _Image:
         return _Image(colour, alpha, dtype, "pil", pil_mode=mode)
 
     if isinstance(img, np.ndarray):
-        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)):
-            raise ValueError(f"numpy images must be HxW, HxWx3 or HxWx4, got shape {img.shape}")
-        _check_size(img.shape[0], img.shape[1], max_pixels)
+        batched = img.ndim == 4
+        if (img.ndim not in (2, 3, 4) or (img.ndim >= 3 and img.shape[-1] not in ((1, 3, 4) if batched else (3, 4)))
+                or (batched and img.shape[0] == 0)):
+            raise ValueError(f"numpy images must be HxW, HxWx3, HxWx4 or a non-empty batch NxHxWxC (C = 1, 3 or "
+                             f"4), got shape {img.shape}")
+        h, w = img.shape[1:3] if batched else img.shape[:2]
+        _check_size(h, w, max_pixels, img.shape[0] if batched else 1)
         colour, dtype = _from_hwc(img, "numpy image")
         colour, alpha = _split_alpha(colour)
-        return _Image(colour, alpha, dtype, "numpy")
+        return _Image(colour, alpha, dtype, "numpy", batched=batched)
 
     if isinstance(img, torch.Tensor):
         if img.device.type == "meta":
@@ -455,6 +462,8 @@ class Upscaler:
     def _restore(out: torch.Tensor, image: _Image) -> Any:
         if image.kind == "torch":
             return out if image.batched else out[0]
+        if image.kind == "numpy" and image.batched:
+            return out.numpy()  # N x H x W x C, as given
         a = out[0].numpy()
         if a.shape[-1] == 1:
             a = a[..., 0]

@@ -132,17 +132,9 @@ def from_rgb(rgb: np.ndarray, job: VideoJob):
 
 
 def _upscale_batch(upscaler, frames: list[np.ndarray], scale: int, tile: int | None) -> np.ndarray:
-    """N frames (HxWx3 uint8 / uint16) in one engine call, each as ``upscaler(frame, scale, tile=tile)`` (the
-    Upscaler's normalised-image path: the public call takes one numpy image at a time)."""
-    import torch
-
-    from .upscaler import _Image
-
-    a = np.stack(frames)
-    deep = a.dtype == np.uint16
-    x = torch.from_numpy(a.astype(np.float32)) / (257 if deep else 1)  # uint16 read as fastsr.upscale reads it
-    image = _Image(x.permute(0, 3, 1, 2), None, torch.uint16 if deep else torch.uint8, "numpy")
-    return upscaler._upscale(image, scale, tile, None, False, False).numpy()
+    """N frames (HxWx3 uint8 / uint16) in one engine call (the Upscaler's NxHxWxC batch), each as
+    ``upscaler(frame, scale, tile=tile)``."""
+    return upscaler(np.stack(frames), scale, tile=tile, max_pixels=None)
 
 
 @dataclass(frozen=True)
