@@ -104,20 +104,32 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
 
     from .example import example_path
     from .imageio import read_image, write_image
-    from .inputs import OutputPlan, Source, expand_inputs, failure_reason, image_output_for
+    from .inputs import (OutputPlan, Source, expand_inputs, failure_reason, image_output_for, is_video,
+                         output_for)
     from .upscaler import Upscaler
     from .weights import DefaultWeightsMissing
 
-    if args.ray is not None:
+    ray_videos = args.ray is not None and bool(args.input) and all(is_video(spec) for spec in args.input)
+    if args.ray is not None and not ray_videos:
+        if any(is_video(spec) for spec in args.input):
+            raise UsageError("--ray takes either videos (each spread over the workers) or images, not both at once")
         return _cmd_upscale_ray(args)
-    if args.workers is not None or args.gpus_per_worker or args.batch_size is not None or args.verbose:
+    if not ray_videos and (args.workers is not None or args.gpus_per_worker or args.batch_size is not None
+                           or args.verbose):
         raise UsageError("--workers, --gpus-per-worker, --batch-size and --verbose go with --ray")
     if args.example == bool(args.input):
         raise UsageError("give exactly one of INPUT or --example")
     if args.example:
         sources, errors = [Source(example_path())], []
     else:
-        sources, errors = expand_inputs(args.input)
+        sources, errors = expand_inputs(args.input, videos=True)
+    if (args.codec is not None or args.crf is not None) and not any(is_video(s) for s in sources):
+        raise UsageError("--codec and --crf apply to videos; no INPUT is one")
+    if args.codec is not None:
+        from .video import CODECS
+
+        if args.codec not in CODECS:
+            raise UsageError(f"unknown --codec {args.codec!r}; choose one of {', '.join(CODECS)}")
     # One INPUT that is a file (or --example): -o is a file. Otherwise -o is a folder.
     single = len(sources) == 1 and not errors and (args.example or Path(args.input[0]).is_file())
     output_is_file = single and bool(args.output) and not Path(args.output).is_dir()
@@ -145,8 +157,20 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
 
     for message in errors:
         report(message)
-    for src in tqdm(sources, unit="img", disable=not show_bars or len(sources) == 1):
+    for src in tqdm(sources, unit="file", disable=not show_bars or len(sources) == 1):
         try:
+            if is_video(src):
+                from .video import output_suffix
+
+                out = output_for(src, scale=args.scale, suffix=output_suffix(src.path, args.codec), output=args.output,
+                                 output_is_file=output_is_file, default_folder=None)
+                outputs.claim(out)
+                if not single:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                for note in _upscale_one_video(args, upscaler, src, out, show_bars):
+                    say.err(f"fastsr upscale: note: {src.path}: {note}")
+                say.out(str(out))
+                continue
             im = read_image(src.path, max_pixels=args.max_pixels or None)
             out, fmt = image_output_for(src, im, scale=args.scale, output=args.output, output_is_file=output_is_file,
                                         default_folder=Path.cwd() if args.example else None)
@@ -167,8 +191,25 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
             continue
         say.out(str(out))  # after the work: reporting never turns a written file into a failure
     if total > 1:
-        say.err(f"fastsr upscale: {total - failed} of {total} images upscaled" + (f", {failed} failed" if failed else ""))
+        noun = "files" if any(is_video(s) for s in sources) else "images"
+        say.err(f"fastsr upscale: {total - failed} of {total} {noun} upscaled" + (f", {failed} failed" if failed else ""))
     return EXIT_USAGE if failed else 0
+
+
+def _upscale_one_video(args: argparse.Namespace, upscaler, src, out: Path, show_bars: bool) -> tuple[str, ...]:
+    """One video INPUT (:func:`fastsr.upscale_video`, on Ray with ``--ray``): the result's notes."""
+    from .video import upscale_video
+
+    if args.ensemble or args.halo is not None:
+        raise ValueError("--ensemble and --halo are for images; a video is upscaled with exact tiling only")
+    ray = {} if args.ray is None else {"ray_address": args.ray, "num_workers": args.workers,
+                                       "gpus_per_worker": args.gpus_per_worker}
+    if ray and (args.device or args.batch_size is not None or args.verbose):
+        raise ValueError("--device, --batch-size and --verbose do not go with a video on --ray")
+    result = upscale_video(src.path, out, args.scale, model=upscaler, tile=args.tile, codec=args.codec,
+                           crf=args.crf, overwrite=args.overwrite, progress=show_bars,
+                           max_pixels=args.max_pixels or None, **ray)
+    return result.notes
 
 
 def _cmd_upscale_ray(args: argparse.Namespace) -> int:
@@ -385,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Upscale images with the bundled default model or --model. A bad file is reported and the "
                     "others are still processed; the exit status is 2 if any failed.",
     )
-    p.add_argument("input", nargs="*", metavar="INPUT", help="image files, folders (their images) or globs")
+    p.add_argument("input", nargs="*", metavar="INPUT", help="image or video files, folders (their images and videos) or globs")
     p.add_argument("--example", action="store_true",
                    help="upscale the bundled example image (default output ./example_x<scale>.png)")
     p.add_argument("-s", "--scale", type=int, default=4, help="upscaling factor (default 4)")
@@ -406,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=_nonnegative_int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse inputs with more pixels (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (never an input)")
+    video = p.add_argument_group("videos (pip install 'fastsr[video]'): recognised by the container (.mp4, .mkv, ...)")
+    video.add_argument("--codec", help="libx264 (default; .webm: libvpx-vp9), libx265, libvpx-vp9 or ffv1 (lossless, .mkv)")
+    video.add_argument("--crf", type=_nonnegative_int, help="quality, lower is better (default: 18 x264, 20 x265, 24 vp9)")
     ray = p.add_argument_group("scale-out on Ray (pip install 'fastsr[ray]')")
     ray.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                      help="upscale on Ray Data into -o DIR: a local Ray instance, or the cluster at ADDRESS "

@@ -96,7 +96,7 @@ class Summary:
         return self.done + self.skipped + self.failed
 
 
-def _require_ray():
+def require_ray():
     try:
         import ray
         import ray.data  # noqa: F401
@@ -208,7 +208,7 @@ def parse_address(address: str | None) -> str | None:
                      "port, 6379 by default), ray://HOST:PORT or auto")
 
 
-def _check_reachable(address: str) -> None:
+def check_reachable(address: str) -> None:
     """ConnectionError naming ``address`` unless a TCP connection to it opens within CONNECT_TIMEOUT_S (Ray's
     own connect retries for minutes)."""
     if address == "auto":
@@ -224,10 +224,10 @@ def _check_reachable(address: str) -> None:
 
 
 @contextlib.contextmanager
-def _quiet(verbose: bool) -> Iterator[None]:
+def quiet(verbose: bool) -> Iterator[None]:
     """Ray's own reporting off unless ``verbose`` (the summary reports every image that failed): the driver's
     "ray" logger at ERROR (Ray Data's at CRITICAL) and the C++ core of a driver started here at FATAL; with
-    ``log_to_driver`` off (:func:`_connect`) the workers' output stays in their log files. The raylet's
+    ``log_to_driver`` off (:func:`connect`) the workers' output stays in their log files. The raylet's
     notices (a worker died, a task is retried), which Ray's driver prints on stdout, have no switch:
     ``fastsr upscale --ray`` points stdout at the null device for the run."""
     if verbose:
@@ -290,7 +290,7 @@ def _stderr_silenced() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _connect(ray, address: str | None, verbose: bool) -> Iterator[None]:
+def connect(ray, address: str | None, verbose: bool) -> Iterator[None]:
     """Ray for the run: the instance this process already uses, the cluster at ``address``, or a local
     instance started here; shut down (left) at the end only if it was started (joined) here."""
     if ray.is_initialized():
@@ -522,7 +522,7 @@ def upscale_dataset(inputs: str | os.PathLike | Sequence[str | os.PathLike], out
     if not isinstance(ensemble, bool):
         raise TypeError(f"ensemble must be a bool, got {ensemble!r}")
     address = parse_address(ray_address)
-    ray = _require_ray()
+    ray = require_ray()
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if not specs:
         raise ValueError("no inputs given")
@@ -537,14 +537,14 @@ def upscale_dataset(inputs: str | os.PathLike | Sequence[str | os.PathLike], out
     net = resolve_model(model, caller="upscale_dataset()")  # checked once, here: a bad checkpoint or scale fails before any work
     net.config.require_scale(scale)
     if address is not None:
-        _check_reachable(address)
+        check_reachable(address)
 
     out_abs = Path(os.path.abspath(out_dir))
     options = {"scale": scale, "precision": precision, "tile": tile, "halo": halo, "ensemble": ensemble,
                "max_pixels": max_pixels, "overwrite": overwrite}
     state = {"writing": False}
     try:
-        with _quiet(verbose), _connect(ray, address, verbose):
+        with quiet(verbose), connect(ray, address, verbose):
             results, existing = _run(ray, items, filesystems, net, out_abs, options, state, num_workers=num_workers,
                                      gpus_per_worker=gpus_per_worker, batch_size=batch_size,
                                      threads_per_worker=threads_per_worker, verbose=verbose, progress=progress)

@@ -51,29 +51,43 @@ def is_uri(spec: str | os.PathLike) -> bool:
     return bool(_URI.match(os.fspath(spec)))
 
 
-def expand_inputs(specs: Iterable[str | os.PathLike], *, uris: bool = False) -> tuple[list[Source], list[str]]:
-    """Files, folders (their images, not recursive, hidden files skipped) and globs -> sources in order
-    (each folder's and glob's sorted), and one error per spec that yields nothing. With ``uris`` a URI is
-    listed through pyarrow the same way (a glob only in its last component); without, it is a local path."""
+# Containers a video input is recognised by (what PyAV reads is wider; these are what folders are listed for).
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg",
+                    ".flv", ".wmv", ".3gp", ".ogv")
+
+
+def is_video(src: Source | str | os.PathLike) -> bool:
+    """Whether an input is a video, by its container's extension."""
+    path = src.path if isinstance(src, Source) else PurePath(os.fspath(src))
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def expand_inputs(specs: Iterable[str | os.PathLike], *, uris: bool = False,
+                  videos: bool = False) -> tuple[list[Source], list[str]]:
+    """Files, folders (their images -- and with ``videos`` their videos -- not recursive, hidden files
+    skipped) and globs -> sources in order (each folder's and glob's sorted), and one error per spec that
+    yields nothing. With ``uris`` a URI is listed through pyarrow the same way (a glob only in its last
+    component); without, it is a local path."""
     sources: list[Source] = []
     errors: list[str] = []
     for spec in specs:
         spec = os.fspath(spec)
-        found, error = _expand_uri(spec) if uris and is_uri(spec) else _expand_local(spec)
+        found, error = _expand_uri(spec) if uris and is_uri(spec) else _expand_local(spec, videos)
         sources += found
         if error:
             errors.append(error)
     return sources, errors
 
 
-def _expand_local(spec: str) -> tuple[list[Source], str | None]:
+def _expand_local(spec: str, videos: bool = False) -> tuple[list[Source], str | None]:
     from .imageio import IMAGE_EXTENSIONS, not_regular_reason
 
     path = Path(spec)
     if path.is_dir():
+        kinds = IMAGE_EXTENSIONS + (VIDEO_EXTENSIONS if videos else ())
         found = sorted(p for p in path.iterdir()
-                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
-        return [Source(p, path) for p in found], None if found else _no_images(path)
+                       if p.is_file() and p.suffix.lower() in kinds and not p.name.startswith("."))
+        return [Source(p, path) for p in found], None if found else _no_images(path, videos)
     if path.is_file():
         return [Source(path)], None
     if glob.has_magic(spec):
@@ -83,9 +97,11 @@ def _expand_local(spec: str) -> tuple[list[Source], str | None]:
     return [], f"input not found: {spec}" if reason == "not found" else f"{spec}: {reason}"
 
 
-def _no_images(folder: str | os.PathLike) -> str:
+def _no_images(folder: str | os.PathLike, videos: bool = False) -> str:
     from .imageio import IMAGE_EXTENSIONS
 
+    if videos:
+        return f"no images or videos ({', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)}) in folder {folder}"
     return f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {folder}"
 
 

@@ -38,17 +38,10 @@ from typing import Any
 from ._errors import VideoError, first_line
 from ._files import atomic_write
 from .imageio import DEFAULT_MAX_PIXELS, check_pixel_limit, not_regular_reason
-from .video_segments import (
-    SWS_MATRIX,
-    VideoJob,
-    join_segments,
-    model_identity,
-    to_rgb,
-    upscale_segments,
-)
+from .video_segments import SWS_MATRIX, VideoJob, join_segments, model_identity, to_rgb, upscale_segments
 
 __all__ = ["CODECS", "CONTAINERS", "VideoError", "VideoJob", "VideoResult", "join_segments", "load_job",
-           "plan_video", "read_frames", "upscale_segment", "upscale_video", "work_dir_for"]
+           "output_suffix", "plan_video", "read_frames", "upscale_segment", "upscale_video", "work_dir_for"]
 
 _log = logging.getLogger("fastsr.video")
 _VERSION = 1
@@ -56,11 +49,8 @@ MANIFEST = "manifest.json"
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
 # codec: (default CRF, highest CRF, the containers that hold it)
 CODECS: dict[str, tuple[int | None, int | None, tuple[str, ...]]] = {
-    "libx264": (18, 51, ("mp4", "mov", "matroska")),
-    "libx265": (20, 51, ("mp4", "mov", "matroska")),
-    "libvpx-vp9": (24, 63, ("mp4", "matroska", "webm")),
-    "ffv1": (None, None, ("matroska",)),
-}
+    "libx264": (18, 51, ("mp4", "mov", "matroska")), "libx265": (20, 51, ("mp4", "mov", "matroska")),
+    "libvpx-vp9": (24, 63, ("mp4", "matroska", "webm")), "ffv1": (None, None, ("matroska",))}
 _DEFAULT_CODEC = {"mp4": "libx264", "mov": "libx264", "matroska": "libx264", "webm": "libvpx-vp9"}
 _AUDIO_FALLBACK = {"mp4": "aac", "mov": "aac", "matroska": "libopus", "webm": "libopus"}
 
@@ -124,6 +114,13 @@ def _upscaler(model: Any, device: Any, precision: str | None):
     if device is not None or precision is not None:
         raise ValueError("model is an Upscaler, which has its device and precision: leave them None")
     return model
+
+
+def output_suffix(src: str | os.PathLike, codec: str | None = None) -> str:
+    """A result's container: the input's where it is writable (and holds ``codec``), else .mkv (holds all)."""
+    container = CONTAINERS.get(Path(src).suffix.lower())
+    ok = container is not None and (codec not in CODECS or container in CODECS[codec][2])
+    return Path(src).suffix if ok else ".mkv"
 
 
 def work_dir_for(dst: str | os.PathLike) -> Path:
@@ -460,7 +457,9 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, scale: int, *,
                   device: Any = None, precision: str | None = None, tile: int | None = None,
                   batch: int | None = None, codec: str | None = None, crf: int | None = None,
                   overwrite: bool = False, progress: bool | None = None,
-                  max_pixels: int | None = DEFAULT_MAX_PIXELS, segment_frames: int | None = None) -> VideoResult:
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS, segment_frames: int | None = None,
+                  ray_address: str | None = None, num_workers: int | None = None,
+                  gpus_per_worker: float = 0) -> VideoResult:
     """Upscale the video ``src`` by ``scale`` into ``dst`` (.mp4, .m4v, .mov, .mkv or .webm).
 
     ``model``: what :class:`fastsr.Upscaler` takes (None: the bundled weights), or an Upscaler (``device`` /
@@ -471,19 +470,25 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, scale: int, *,
     ``src``; unknown container or codec; a codec the container cannot hold; a bad crf), :class:`VideoError`
     (not a video, no video stream, no frames, a frame over ``max_pixels``, another request's work folder).
     A stream corrupt mid-way raises VideoError naming the frame and its time; finished segments are kept.
-    The result's notes are also logged (``fastsr.video`` logger).
-    """
+    The result's notes are also logged (``fastsr.video`` logger). ``ray_address`` (not None; "": a local Ray):
+    the segments are upscaled on Ray workers (:func:`fastsr.video_ray.run_segments`)."""
     batch = _check_int("batch", 4 if batch is None else batch, 1)
     _check_request(src, dst, codec, crf, overwrite)  # the cheap checks, before the model loads
-    upscaler = _upscaler(model, device, precision)
+    upscaler = _upscaler(model, "cuda" if gpus_per_worker and device is None else device, precision)
     with _sigterm_stops():
         job = plan_video(src, dst, scale, model=upscaler, codec=codec, crf=crf, overwrite=overwrite,
                          max_pixels=max_pixels, segment_frames=segment_frames)
         with _locked(Path(job.work)):
             resumed = len(job.done())
+            show = sys.stderr.isatty() if progress is None else bool(progress)
             try:
-                upscale_segments(job, upscaler, tile=tile, batch=batch,
-                                 progress=sys.stderr.isatty() if progress is None else bool(progress))
+                if ray_address is not None:
+                    from .video_ray import run_segments
+                    run_segments(job, upscale_segment, upscaler.model, precision=upscaler.precision, tile=tile,
+                                 batch=batch, ray_address=ray_address, num_workers=num_workers,
+                                 gpus_per_worker=gpus_per_worker, progress=show)
+                else:
+                    upscale_segments(job, upscaler, tile=tile, batch=batch, progress=show)
             except BaseException:
                 if not job.done():  # nothing to resume from
                     shutil.rmtree(job.work, ignore_errors=True)
