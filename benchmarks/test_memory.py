@@ -27,24 +27,38 @@ def probe(impl: str, preset: str, size: int) -> int:
 
 @pytest.mark.parametrize("preset", ["edsr-baseline-x2", "edsr-baseline-x4"])
 def test_cpu_peak_activation_memory_512(preset, record):
-    """Peak RSS growth of one forward pass on 1x3x512x512, each implementation in a fresh process: the
-    engine needs at most half of the reference's. The peers (ONNX Runtime, OpenVINO, OpenCV) and fastsr's
-    bf16 mode are measured the same way, beside them."""
+    """Peak RSS growth of one forward pass on 1x3x512x512, each implementation in a fresh process, against
+    the README's bounds (its table: reference 713 / 2435 MiB, fastsr fp32 193 / 192 MiB, the leanest peer
+    2.6x / 6x above fastsr, at x2 / x4):
+
+    - the engine needs at most half of the reference's;
+    - the engine stays within its plan's ``activation_bytes``, the estimate its tiles are sized from (the
+      README: "the default engine sizes its tiles from its own plan"), so a tile never overruns its budget;
+    - fastsr (its leaner precision here) needs at most half of the leanest peer's (ONNX Runtime, OpenVINO
+      f32 / bf16, OpenCV dnn; those installed), where any is.
+    """
     from peers import PEERS, missing
 
     group = f"{preset}, 1x3x512x512, CPU: peak RSS growth during forward"
     peaks = {impl: probe(impl, preset, 512) for impl in ("reference", "engine")}
     engine = fastsr.optimize(create(preset).eval(), precision="fp32")
+    plan_bytes = engine.activation_bytes(1, 512, 512)
     record(group=group, name="reference", peak_bytes=peaks["reference"], baseline=True)
-    record(group=group, name="fastsr torch fp32", peak_bytes=peaks["engine"],
-           plan_bytes=engine.activation_bytes(1, 512, 512))
+    record(group=group, name="fastsr torch fp32", peak_bytes=peaks["engine"], plan_bytes=plan_bytes)
     for impl in ("fastsr torch bf16", *PEERS):
         why = missing(impl)
         if why:
             record(group=group, name=impl, skipped=why)
             continue
-        record(group=group, name=impl, peak_bytes=probe(impl, preset, 512))
-    assert peaks["engine"] <= 0.5 * peaks["reference"], peaks
+        peaks[impl] = probe(impl, preset, 512)
+        record(group=group, name=impl, peak_bytes=peaks[impl])
+    mib = {impl: round(b / 2**20, 1) for impl, b in peaks.items()}
+    assert peaks["engine"] <= 0.5 * peaks["reference"], mib
+    assert peaks["engine"] <= plan_bytes, (mib, f"plan {plan_bytes / 2**20:.1f} MiB")
+    fastsr_peak = min(b for impl, b in peaks.items() if impl in ("engine", "fastsr torch bf16"))
+    peer_peaks = [b for impl, b in peaks.items() if impl in PEERS]
+    if peer_peaks:
+        assert 2 * fastsr_peak <= min(peer_peaks), mib
 
 
 @pytest.mark.gpu
@@ -83,7 +97,8 @@ def saved_activation_bytes(model: torch.nn.Module, lr: torch.Tensor, hr: torch.T
 
 
 def test_training_activation_memory_bn_vs_no_bn(record):
-    """One training step of EDSR-baseline x2 on a batch of 16 48x48 patches (the paper's setting)."""
+    """One training step of EDSR-baseline x2 on a batch of 16 48x48 patches (the paper's setting): without
+    batch norm at least 40% less (the paper: "about 40%"; the README: 634 against 346 MiB, 45%)."""
     torch.manual_seed(0)
     lr, hr = torch.rand(16, 3, 48, 48) * 255, torch.rand(16, 3, 96, 96) * 255
     no_bn = saved_activation_bytes(create("edsr-baseline-x2").train(), lr, hr)
@@ -91,4 +106,5 @@ def test_training_activation_memory_bn_vs_no_bn(record):
     group = "training step activations (saved for backward), edsr-baseline-x2, 16x3x48x48"
     record(group=group, name="with batch norm", peak_bytes=bn, baseline=True)
     record(group=group, name="without batch norm (EDSR)", peak_bytes=no_bn, saving=1 - no_bn / bn)
-    assert no_bn < bn
+    assert no_bn <= 0.6 * bn, (f"{bn / 2**20:.1f} MiB with batch norm, {no_bn / 2**20:.1f} MiB without: "
+                               f"{1 - no_bn / bn:.0%} less")
