@@ -37,8 +37,10 @@ setup(
         # OpenCV: the contrib build (a superset of opencv-python-headless: dnn and dnn_superres, which runs
         # OpenCV's model-zoo EDSR files that fastsr.sources.opencv_pb reads). Only one of the two may be
         # installed: both own the same cv2/ folder, and removing either breaks the other.
-        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6", "onnx>=1.14", "onnxruntime>=1.16",
-                 "openvino>=2024.0", "opencv-contrib-python-headless>=4.8,<5", "ray[data]>=2.40,<3", "av>=14"],
+        # ruff: the linter the test command runs first (its rules: pyproject.toml).
+        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6", "ruff>=0.6,<0.18", "onnx>=1.14",
+                 "onnxruntime>=1.16", "openvino>=2024.0", "opencv-contrib-python-headless>=4.8,<5",
+                 "ray[data]>=2.40,<3", "av>=14"],
         "export": ["onnx>=1.14"],  # fastsr.export_onnx / fastsr export
         "video": ["av>=14"],  # fastsr.upscale_video (PyAV's wheels bundle FFmpeg with x264, x265, libvpx, ffv1)
         "ray": ["ray[data]>=2.40,<3"],  # fastsr.distributed / fastsr upscale --ray (Ray Data brings pyarrow)

@@ -20,11 +20,10 @@ import time
 import numpy as np
 import pytest
 import torch
+from peers import FASTSR, PEERS, build, gemm_rate, missing, precision_of
 
 from fastsr.engine.plan import lower
 from fastsr.models import MDSR, create
-
-from peers import FASTSR, PEERS, build, gemm_rate, missing, precision_of
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU side-by-side runs on CPU machines")
 

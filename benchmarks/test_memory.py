@@ -77,7 +77,8 @@ def test_gpu_peak_memory(preset, size, record):
             torch.cuda.reset_peak_memory_stats()
             net(x)
             torch.cuda.synchronize()
-        record(group=group, name=name, peak_bytes=torch.cuda.max_memory_allocated() - base, baseline=name == "reference")
+        record(group=group, name=name, peak_bytes=torch.cuda.max_memory_allocated() - base,
+               baseline=name == "reference")
 
 
 def saved_activation_bytes(model: torch.nn.Module, lr: torch.Tensor, hr: torch.Tensor) -> int:
