@@ -19,9 +19,8 @@ BF16_ROOFLINE_TFLOPS = 800.0
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("feats", [64, 256])
 def test_conv3x3(feats, dtype, record):
-    from triton.testing import do_bench
-
     from fastsr.kernels.conv import candidate_configs, conv2d_nhwc, pack_weight
+    from triton.testing import do_bench
 
     n, h, w = 1, 270, 480  # a 1080p frame's LR input at x4
     x = torch.randn(n, h, w, feats, device="cuda", dtype=dtype)

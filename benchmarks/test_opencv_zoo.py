@@ -73,8 +73,8 @@ def test_opencv_zoo_edsr_x4(record, request):
     import cv2
 
     from fastsr.engine.plan import lower
-    from fastsr.system import default_cpu_precision
     from fastsr.sources.opencv_pb import load_opencv_pb
+    from fastsr.system import default_cpu_precision
     from fastsr.upscaler import Upscaler
 
     quick = request.config.getoption("benchmark_disable", False)

@@ -27,9 +27,9 @@ class UsageError(Exception):
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from .bundle import default_weights_info
     from .checkpoint import CheckpointError
     from .system import info
-    from .bundle import default_weights_info
     from .weights import DefaultWeightsMissing, default_weights_path
 
     data = info()
@@ -104,8 +104,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
 
     from .example import example_path
     from .imageio import read_image, write_image
-    from .inputs import (OutputPlan, Source, expand_inputs, failure_reason, image_output_for, is_video,
-                         output_for)
+    from .inputs import OutputPlan, Source, expand_inputs, failure_reason, image_output_for, is_video, output_for
     from .upscaler import Upscaler
     from .weights import DefaultWeightsMissing
 

@@ -65,7 +65,7 @@ def plan_to_onnx(plan: Plan, *, precision: str = "fp32", dynamic: bool = True,
     if half:
         nodes.append(helper.make_node("Cast", [INPUT_NAME], ["image_fp16"], to=TensorProto.FLOAT16))
         names[IMAGE] = "image_fp16"
-    for i, op in enumerate(plan.ops()):
+    for op in plan.ops():
         src = names[op.src]
         if op.in_shift is not None:
             shifted = f"{op.name}.shifted"

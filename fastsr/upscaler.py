@@ -53,14 +53,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 from .engine import BACKENDS as ENGINE_BACKENDS
 from .engine import PRECISIONS, optimize
 from .ensemble import N_TRANSFORMS, transform, undo
 from .imageio import DEFAULT_MAX_PIXELS, check_pixel_limit
 from .models import EDSR, MDSR
 from .models.networks import check_weights
-
 from .sources import resolve_model
 from .system import default_cpu_precision, require_cpu_bf16
 from .tiling import (

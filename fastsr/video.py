@@ -319,7 +319,7 @@ def _plan(src: Path, dst: Path, container: str, codec: str, crf: int | None, sca
         streams = _plan_streams(c, vs, container, dst.suffix, notes)
         index = vs.index
     min_frames = segment_frames or (max(24, math.ceil(2 * rate)) if rate else 48)
-    ratio = lambda f: (f.numerator, f.denominator) if f else None
+    ratio = lambda f: (f.numerator, f.denominator) if f else None  # noqa: E731
     return VideoJob(src=str(src), dst=str(dst), work=str(work_dir_for(dst)), container=container,
                     identity=identity, stream_index=index, width=w, height=h, scale=scale, time_base=ratio(tb),
                     rate=ratio(rate), sar=ratio(sar), codec=codec, crf=crf, pix_fmt=pix_fmt, deep=_bits(fmt) > 8,

@@ -24,10 +24,9 @@ os.environ.pop("TRITON_INTERPRET", None)
 
 import torch  # noqa: E402
 import triton  # noqa: E402
+from fastsr.kernels.conv import _conv_nhwc_kernel, candidate_configs, pick_config  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
-
-from fastsr.kernels.conv import _conv_nhwc_kernel, candidate_configs, pick_config  # noqa: E402
 
 TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.uint8: "u8"}
 # Integer arguments a launch may pass as 1 (batch 1 with W = 1, a one-row band, row 0 offset of 1, unit

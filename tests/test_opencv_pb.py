@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastsr
-from fastsr.cli import main
 from fastsr import CheckpointError
+from fastsr.cli import main
 from fastsr.models import EDSRConfig, build
-from fastsr.system import cpu_bf16_isa
 from fastsr.sources.opencv_pb import OPENCV_BGR_MEAN, load_opencv_pb, opencv_pb_state_dict, read_graph
+from fastsr.system import cpu_bf16_isa
 
 DATA_DIR = Path(os.environ.get("FASTSR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 PB = DATA_DIR / "models" / "opencv" / "EDSR_x4.pb"

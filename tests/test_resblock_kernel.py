@@ -38,7 +38,10 @@ def test_fused_block_matches_two_convs(kernels, n, h, w, f, dtype, atol, rtol):
     x = torch.randn(n, f, h, w, generator=g)
     w1, w2 = (torch.randn(f, f, 3, 3, generator=g) * 0.1 for _ in range(2))
     b1, b2 = (torch.randn(f, generator=g) * 0.1 for _ in range(2))
-    q = (lambda t: t.to(dtype).float())
+
+    def q(t):
+        return t.to(dtype).float()
+
     ref = block_reference(q(x), q(w1), b1, q(w2), b2)
     x_nhwc = x.to(dtype).permute(0, 2, 3, 1).contiguous()
     out = torch.full_like(x_nhwc, float("nan"))

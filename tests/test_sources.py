@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from foreign import BasicSREDSR, OfficialEDSR
 
 import fastsr
 from fastsr import sources
@@ -13,8 +14,6 @@ from fastsr.models import EDSRConfig, MDSRConfig, build
 from fastsr.sources import basicsr, edsr_pytorch, fastsr_file, fastsr_train, opencv_pb
 from fastsr.sources.raw import read
 from fastsr.weights import DefaultWeightsMissing, default_weights_path
-
-from foreign import BasicSREDSR, OfficialEDSR
 
 
 def tiny(scale: int = 2):

@@ -28,7 +28,6 @@ from fastsr.tiling import (
 )
 from fastsr.upscaler import Upscaler
 
-
 # Tiny tensors: one thread (see conftest.one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -20,7 +20,6 @@ from fastsr.system import cpu_bf16_isa
 from fastsr.upscaler import Upscaler
 from fastsr.weights import DefaultWeightsMissing
 
-
 # Tiny tensors: one thread (see conftest.one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")
 

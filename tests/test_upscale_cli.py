@@ -17,7 +17,6 @@ import fastsr
 from fastsr.cli import main
 from fastsr.models import EDSRConfig, build
 
-
 # Tiny tensors: one thread (see conftest.one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,10 +7,10 @@ import pytest
 
 av = pytest.importorskip("av")
 
+from test_video import _model, frames, make_clip, packets  # noqa: E402
+
 import fastsr  # noqa: E402
 from fastsr.cli import main  # noqa: E402
-
-from test_video import _model, frames, make_clip, packets  # noqa: E402
 
 
 @pytest.fixture(scope="module")

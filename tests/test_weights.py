@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import fastsr
+from fastsr.bundle import write_bundle
 from fastsr.evaluate import evaluate
 from fastsr.models import MDSRConfig, build
 from fastsr.system import cpu_bf16_isa
-from fastsr.bundle import write_bundle
 from fastsr.weights import DEFAULT_WEIGHTS, DefaultWeightsMissing, default_weights_path
 
 
@@ -42,9 +42,9 @@ def test_missing_bundle_is_a_clear_error(tmp_path):
 def test_bundle_run_records_provenance(tmp_path):
     from PIL import Image
 
+    from fastsr.bundle import bundle_run, default_weights_info
     from fastsr.example import example_image
     from fastsr.train import TrainOptions, train
-    from fastsr.bundle import bundle_run, default_weights_info
 
     data = tmp_path / "T3"
     data.mkdir()

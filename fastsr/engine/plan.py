@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..models import MDSR, EDSR, upsample_factors
+from ..models import EDSR, MDSR, upsample_factors
 
 # Body buffers: the global-skip source, the residual stream, a block's intermediate.
 SKIP, X, T = "skip", "x", "t"

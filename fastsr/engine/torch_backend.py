@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .plan import IMAGE, OUT, SKIP, TAIL_HALO, X, ConvOp, Plan, Runner, fold_tail
+from .plan import IMAGE, OUT, SKIP, TAIL_HALO, ConvOp, Plan, Runner, X, fold_tail
 from .winograd import WinogradChoice, conv3x3, transform_weight
 
 _CL = torch.channels_last

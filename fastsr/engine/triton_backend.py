@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .plan import IMAGE, SKIP, TAIL_HALO, T, X, Plan, Runner
+from .plan import IMAGE, SKIP, TAIL_HALO, Plan, Runner, T, X
 
 CUDNN = "cudnn"  # the autotune's non-Triton candidate: torch's conv (cuDNN, channels_last) + torch epilogue
 FUSED, UNFUSED = "fused-block", "two-convs"  # a residual block: the fused kernel, or its two ops as tuned
@@ -128,7 +128,7 @@ class TritonRunner(Runner):
         """FUSED, or UNFUSED (the two ops as tuned on their own), whichever the autotune measures faster."""
         from .autotune import OpKey
 
-        a, b = self.ops[i][0], self.ops[i + 1][0]
+        a = self.ops[i][0]
         src = bufs[a.src]
         n, h, w, f = src.shape
         key = OpKey(n=n, h=h, w=w, c_in=f, c_out=f, ksize=3, dtype=_DTYPE_NAMES[self.dtype], epilogue="block")
