@@ -238,10 +238,9 @@ def _normalise(img: Any, max_pixels: int | None) -> _Image:
 
     if isinstance(img, np.ndarray):
         batched = img.ndim == 4
-        if (img.ndim not in (2, 3, 4) or (img.ndim >= 3 and img.shape[-1] not in ((1, 3, 4) if batched else (3, 4)))
-                or (batched and img.shape[0] == 0)):
-            raise ValueError(f"numpy images must be HxW, HxWx3, HxWx4 or a non-empty batch NxHxWxC (C = 1, 3 or "
-                             f"4), got shape {img.shape}")
+        if img.ndim not in (2, 3, 4) or (img.ndim >= 3 and img.shape[-1] not in (3, 4)) or (batched and not len(img)):
+            raise ValueError(f"numpy images must be HxW, HxWx3 or HxWx4 (or a non-empty batch NxHxWx3 / NxHxWx4), "
+                             f"got shape {img.shape}")
         h, w = img.shape[1:3] if batched else img.shape[:2]
         _check_size(h, w, max_pixels, img.shape[0] if batched else 1)
         colour, dtype = _from_hwc(img, "numpy image")
