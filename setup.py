@@ -19,7 +19,8 @@ setup(
     # clash with PyPI's `kernels`).
     packages=find_packages(include=["fastsr", "fastsr.*"]) + ["fastsr.kernels"],
     package_dir={"fastsr": "fastsr", "fastsr.kernels": "kernels"},
-    package_data={"fastsr": ["assets/*.png", "weights/*.safetensors", "weights/*.sha256"]},
+    package_data={"fastsr": ["assets/*.png", "weights/*.safetensors", "weights/*.sha256", "serve_page/*.html",
+                             "serve_page/*.js", "serve_page/*.css"]},
     install_requires=[
         # Any torch from 2.11 (the GPU machine) on; install the CPU build first where there is no GPU.
         "torch>=2.11",
@@ -40,10 +41,13 @@ setup(
         # ruff: the linter the test command runs first (its rules: pyproject.toml).
         "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6", "ruff>=0.6,<0.18", "onnx>=1.14",
                  "onnxruntime>=1.16", "openvino>=2024.0", "opencv-contrib-python-headless>=4.8,<5",
-                 "ray[data]>=2.40,<3", "av>=14"],
+                 "ray[data,serve]>=2.40,<3", "av>=14", "fastapi>=0.110", "uvicorn>=0.29",
+                 "python-multipart>=0.0.9", "httpx", "playwright"],
         "export": ["onnx>=1.14"],  # fastsr.export_onnx / fastsr export
         "video": ["av>=14"],  # fastsr.upscale_video (PyAV's wheels bundle FFmpeg with x264, x265, libvpx, ffv1)
         "ray": ["ray[data]>=2.40,<3"],  # fastsr.distributed / fastsr upscale --ray (Ray Data brings pyarrow)
+        # fastsr serve: the page and the HTTP API (fastsr serve --ray also needs ray[serve]).
+        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
         # benchmarks/: the CPU peers (ONNX Runtime, OpenVINO, OpenCV dnn, fed fastsr's ONNX export) and
         # render.py's chart.
         "bench": ["onnx>=1.14", "onnxruntime>=1.16", "openvino>=2024.0", "opencv-contrib-python-headless>=4.8,<5",

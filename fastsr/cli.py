@@ -517,6 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(func=_cmd_train)
+    from .serve import add_parser as add_serve_parser
+    add_serve_parser(sub)
     return parser
 
 

@@ -57,8 +57,12 @@ _MODE_CONVERSIONS = {"1": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
+class PixelLimitError(ValueError):
+    """An image (or batch) with more pixels than the limit allows, refused before it is decoded or upscaled."""
+
+
 def check_pixel_limit(height: int, width: int, max_pixels: int | None, what: str = "image", count: int = 1) -> None:
-    """ValueError when ``count`` images of ``height * width`` exceed ``max_pixels`` (None: no limit)."""
+    """:class:`PixelLimitError` when ``count`` images of ``height * width`` exceed ``max_pixels`` (None: no limit)."""
     if max_pixels is None:
         return
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int):
@@ -67,7 +71,7 @@ def check_pixel_limit(height: int, width: int, max_pixels: int | None, what: str
         raise ValueError(f"max_pixels must be >= 1 (or None for no limit), got {max_pixels}")
     if count * height * width > max_pixels:
         size = f"{width}x{height}" if count == 1 else f"{count} x {width}x{height}"
-        raise ValueError(
+        raise PixelLimitError(
             f"{what} is {size} = {count * height * width:,} pixels, over the limit of {max_pixels:,} "
             "(a guard against decompression bombs); raise it with max_pixels= / --max-pixels"
         )
@@ -197,7 +201,7 @@ def _decode(handle, path, max_pixels: int | None):
         try:
             im = Image.open(handle)
         except Image.DecompressionBombError as e:
-            raise ValueError(f"image {path} is over the pixel limit: {e}") from e
+            raise PixelLimitError(f"image {path} is over the pixel limit: {e}") from e
         except Exception as e:  # decoders raise OSError, SyntaxError, EOFError, struct.error, ... for bad files
             raise ValueError(f"cannot read image {path}: {first_line(e)}") from e
         with im:
@@ -270,6 +274,22 @@ def extension_for(fmt: str) -> str:
     return {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "BMP": ".bmp", "WEBP": ".webp"}.get(fmt, ".png")
 
 
+def _save(img, f, fmt: str, icc_profile: bytes | None) -> None:
+    params = dict(_SAVE_PARAMS.get(fmt, {}))
+    if icc_profile and fmt in _ICC_FORMATS:
+        params["icc_profile"] = icc_profile
+    img.save(f, format=fmt, **params)
+
+
+def encode_image(img, format: str, *, icc_profile: bytes | None = None) -> bytes:
+    """The bytes :func:`write_image` would write for ``img`` (a PIL image) as ``format``, in memory."""
+    if not can_store(format, img.mode):
+        raise ValueError(f"cannot store a {img.mode} image as {format}; use PNG")
+    buffer = io.BytesIO()
+    _save(img, buffer, format, icc_profile)
+    return buffer.getvalue()
+
+
 def write_image(img, path: str | os.PathLike, *, format: str | None = None, overwrite: bool = False,
                 icc_profile: bytes | None = None) -> Path:
     """Write ``img`` (a PIL image) to ``path`` atomically: a temporary file beside it, then a rename.
@@ -281,14 +301,11 @@ def write_image(img, path: str | os.PathLike, *, format: str | None = None, over
     fmt = format or format_for_path(path)
     if not can_store(fmt, img.mode):
         raise ValueError(f"cannot write a {img.mode} image as {fmt} ({path}); use .png")
-    params = dict(_SAVE_PARAMS.get(fmt, {}))
-    if icc_profile and fmt in _ICC_FORMATS:
-        params["icc_profile"] = icc_profile
     # Hidden, same folder (the rename stays on one filesystem), written through the descriptor that created it.
     f, tmp = open_temp_beside(path)
     try:
         with f:
-            img.save(f, format=fmt, **params)
+            _save(img, f, fmt, icc_profile)
             f.flush()
             os.fsync(f.fileno())
         move_into_place(tmp, path, overwrite=overwrite)

@@ -362,11 +362,13 @@ class Upscaler:
                 f"precision={self.precision!r})")
 
     def __call__(self, img: Any, scale: int, *, tile: int | None = None, halo: int | None = None,
-                 ensemble: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False) -> Any:
+                 ensemble: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False,
+                 on_tile: Callable[[int, int], None] | None = None) -> Any:
         """Upscale ``img`` by ``scale``; see the module docstring for kinds, tiling and errors.
 
         ``tile``: core side in input pixels (None: from the memory budget). ``halo``: None for exact tiling
         (the receptive field), or fewer pixels for the approximate mode. ``progress``: a tqdm bar of tiles.
+        ``on_tile(done, total)``: called after each tile (an exception it raises stops the work).
         """
         self.check_scale(scale)
         if not isinstance(ensemble, bool):
@@ -377,12 +379,12 @@ class Upscaler:
             if value is not None and value < minimum:
                 raise ValueError(f"{name} must be >= {minimum}, got {value}")
         image = _normalise(img, max_pixels)
-        out = self._upscale(image, scale, tile, halo, ensemble, progress)
+        out = self._upscale(image, scale, tile, halo, ensemble, progress, on_tile)
         return self._restore(out, image)
 
     # The work, on a normalised image.
     def _upscale(self, image: _Image, scale: int, tile: int | None, halo: int | None, ensemble: bool,
-                 progress: bool) -> torch.Tensor:
+                 progress: bool, on_tile: Callable[[int, int], None] | None = None) -> torch.Tensor:
         from tqdm import tqdm
 
         config = self.model.config
@@ -425,7 +427,7 @@ class Upscaler:
         # inference_mode inside: `out` was made outside it, so the caller gets an ordinary tensor.
         try:
             with torch.inference_mode():
-                for t in tiles:
+                for done, t in enumerate(tiles, 1):
                     x = image.colour[:, :, t.iy0 : t.iy1, t.ix0 : t.ix1]
                     if gray:
                         x = x.expand(-1, 3, -1, -1)
@@ -443,6 +445,8 @@ class Upscaler:
                         store(t, _quantize(self._alpha_tile(image.alpha, t, h, w, scale), image.out_dtype),
                               channels - 1, channels)
                     bar.update(1)
+                    if on_tile is not None:
+                        on_tile(done, len(tiles))
         finally:
             bar.close()
         return out
