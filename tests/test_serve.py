@@ -195,7 +195,10 @@ def test_full_queue_503_health_while_busy_and_500_keeps_the_server_up():
         assert (r.status_code, r.json()) == (500, {"error": "internal error (RuntimeError); the server's log has "
                                                             "the details"})
         replies = []
-        send = lambda: replies.append(client.post("/v1/upscale", content=png, headers=headers))
+
+        def send():
+            replies.append(client.post("/v1/upscale", content=png, headers=headers))
+
         first = threading.Thread(target=send)
         first.start()
         assert gated.started.wait(30)
