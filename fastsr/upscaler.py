@@ -5,7 +5,7 @@ function ``fastsr.upscale`` on the package as soon as anything imported it.)
 
 Inputs and outputs
 ------------------
-``img`` is a PIL image (modes RGB, RGBA, L, LA, P, I;16), a numpy array (HxW, HxWx3, HxWx4, or a batch NxHxWxC; uint8, uint16,
+``img`` is a PIL image (modes RGB, RGBA, L, LA, P, I;16), a numpy array (HxW, HxWx3, HxWx4; uint8, uint16,
 or float in [0, 1]) or a torch tensor (CxHxW or NxCxHxW, C = 1, 3 or 4, float in [0, 1]). The result has the
 same kind, dtype, channel layout (and, for tensors, device), ``scale`` times larger. Palette images come back
 as RGB, or RGBA when they have transparency.
@@ -214,7 +214,7 @@ def _check_size(h: int, w: int, max_pixels: int | None, n: int = 1) -> None:
     check_pixel_limit(h, w, max_pixels, "image" if n == 1 else f"a batch of {n} images", count=n)
 
 
-def _normalise(img: Any, max_pixels: int | None) -> _Image:
+def _normalise(img: Any, max_pixels: int | None, batch: bool = False) -> _Image:
     from PIL import Image
 
     if isinstance(img, Image.Image):
@@ -237,10 +237,11 @@ def _normalise(img: Any, max_pixels: int | None) -> _Image:
         return _Image(colour, alpha, dtype, "pil", pil_mode=mode)
 
     if isinstance(img, np.ndarray):
-        batched = img.ndim == 4
-        if img.ndim not in (2, 3, 4) or (img.ndim >= 3 and img.shape[-1] not in (3, 4)) or (batched and not len(img)):
-            raise ValueError(f"numpy images must be HxW, HxWx3 or HxWx4 (or a non-empty batch NxHxWx3 / NxHxWx4), "
-                             f"got shape {img.shape}")
+        batched = img.ndim == 4 and batch
+        if batch and (not batched or img.shape[-1] not in (3, 4) or not len(img)):
+            raise ValueError(f"a batch must be a non-empty NxHxWx3 or NxHxWx4 array, got shape {img.shape}")
+        if img.ndim not in ((4,) if batch else (2, 3)) or (img.ndim == 3 and img.shape[2] not in (3, 4)):
+            raise ValueError(f"numpy images must be HxW, HxWx3 or HxWx4, got shape {img.shape}")
         h, w = img.shape[1:3] if batched else img.shape[:2]
         _check_size(h, w, max_pixels, img.shape[0] if batched else 1)
         colour, dtype = _from_hwc(img, "numpy image")
@@ -370,6 +371,17 @@ class Upscaler:
         (the receptive field), or fewer pixels for the approximate mode. ``progress``: a tqdm bar of tiles.
         ``on_tile(done, total)``: called after each tile (an exception it raises stops the work).
         """
+        return self._call(img, scale, tile, halo, ensemble, max_pixels, progress, on_tile, batch=False)
+
+    def upscale_batch(self, images: np.ndarray, scale: int, *, tile: int | None = None,
+                      max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                      on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Same-size images in one engine call: an N x H x W x 3 (or x 4) uint8 / uint16 / float array in,
+        N x sH x sW x C out, each image exactly as ``self(images[i], scale, tile=tile)`` gives it (video
+        frames, a server's queued requests). ``max_pixels`` counts the whole batch."""
+        return self._call(images, scale, tile, None, False, max_pixels, False, on_tile, batch=True)
+
+    def _call(self, img, scale, tile, halo, ensemble, max_pixels, progress, on_tile, *, batch: bool):
         self.check_scale(scale)
         if not isinstance(ensemble, bool):
             raise TypeError(f"ensemble must be a bool, got {ensemble!r}")
@@ -378,7 +390,9 @@ class Upscaler:
                 raise TypeError(f"{name} must be an int or None, got {type(value).__name__} {value!r}")
             if value is not None and value < minimum:
                 raise ValueError(f"{name} must be >= {minimum}, got {value}")
-        image = _normalise(img, max_pixels)
+        if batch and not isinstance(img, np.ndarray):
+            raise TypeError(f"upscale_batch takes a numpy array N x H x W x C, got {type(img).__name__}")
+        image = _normalise(img, max_pixels, batch)
         out = self._upscale(image, scale, tile, halo, ensemble, progress, on_tile)
         return self._restore(out, image)
 

@@ -132,9 +132,9 @@ def from_rgb(rgb: np.ndarray, job: VideoJob):
 
 
 def _upscale_batch(upscaler, frames: list[np.ndarray], scale: int, tile: int | None) -> np.ndarray:
-    """N frames (HxWx3 uint8 / uint16) in one engine call (the Upscaler's NxHxWxC batch), each as
+    """N frames (HxWx3 uint8 / uint16) in one engine call (:meth:`fastsr.Upscaler.upscale_batch`), each as
     ``upscaler(frame, scale, tile=tile)``."""
-    return upscaler(np.stack(frames), scale, tile=tile, max_pixels=None)
+    return upscaler.upscale_batch(np.stack(frames), scale, tile=tile, max_pixels=None)
 
 
 @dataclass(frozen=True)

@@ -484,18 +484,22 @@ def test_fuzz_valid_output_or_documented_error(up, a, as_tensor, tile):
             assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
 
 
-def test_numpy_batch_equals_one_image_at_a_time():
-    # NxHxWxC numpy batches (what the video path sends) give each image's own result, for 8 and 16 bits.
+def test_upscale_batch_equals_one_image_at_a_time():
+    # Upscaler.upscale_batch (what the video path sends): each image's own result, for 8 and 16 bits.
     torch.manual_seed(0)
     up = Upscaler(build(EDSRConfig(n_resblocks=1, n_feats=8, scale=2)), device="cpu", precision="fp32")
     rng = np.random.default_rng(1)
     for dtype, top in ((np.uint8, 256), (np.uint16, 65536)):
         batch = rng.integers(0, top, (3, 11, 7, 3)).astype(dtype)
-        out = up(batch, 2, tile=4)
+        out = up.upscale_batch(batch, 2, tile=4)
         assert out.shape == (3, 22, 14, 3) and out.dtype == dtype
         for i in range(3):
             assert np.array_equal(out[i], up(batch[i], 2))
-    with pytest.raises(ValueError, match="non-empty batch"):
-        up(np.zeros((0, 4, 4, 3), np.uint8), 2)
+    with pytest.raises(ValueError, match="a batch must be a non-empty NxHxWx3 or NxHxWx4 array"):
+        up.upscale_batch(np.zeros((0, 4, 4, 3), np.uint8), 2)
+    with pytest.raises(ValueError, match="a batch must be"):
+        up.upscale_batch(np.zeros((4, 4, 3), np.uint8), 2)
     with pytest.raises(ValueError, match="a batch of 2 images"):
-        up(np.zeros((2, 10, 10, 3), np.uint8), 2, max_pixels=150)
+        up.upscale_batch(np.zeros((2, 10, 10, 3), np.uint8), 2, max_pixels=150)
+    with pytest.raises(ValueError, match="HxW, HxWx3 or HxWx4"):
+        up(np.zeros((2, 4, 4, 3), np.uint8), 2)  # a plain call takes one image
