@@ -495,6 +495,98 @@ def test_many_nodes_are_refused_before_protobuf_parses_them():
     assert len(read_graph(one * MAX_NODES).nodes) == MAX_NODES
 
 
+def _peak_rss_reset() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS, where Linux allows it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int:
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM"))
+
+
+def test_fields_at_every_level_are_counted_before_protobuf_parses_them(monkeypatch):
+    """One node holding 2^20 + 1 empty attribute entries (2 MiB): protobuf would build a message for each (about
+    60 MiB, in its own arena, which tracemalloc does not see); the scan before parsing counts every level and
+    refuses the file, taking less than twice its size in memory (peak RSS, where Linux can reset it; and the
+    Python allocations, under a limit of 2^16, as tracemalloc slows the scan's loop over tenfold)."""
+    import tracemalloc
+
+    import fastsr.sources._graphdef as graphdef
+
+    def crafted(n: int) -> tuple[bytes, str]:
+        return ld(1, ld(1, b"n") + ld(2, b"C") + ld(5, b"") * n), (
+            rf"node 0 at byte 0: {n} fields by byte \d+ \(every message, value and repeated element, at every "
+            rf"level of the graph\), more than the reader's limit of {n - 1}")
+
+    assert graphdef.MAX_FIELDS == 2**20
+    data, message = crafted(2**20 + 1)  # (with the node, its name and op, the limit is passed 3 entries early)
+    read_graph(node("n", "C"))  # (protobuf imported, the message classes built)
+    rss = _peak_rss_reset()
+    before, t = _peak_rss() if rss else 0, time.perf_counter()
+    with pytest.raises(CheckpointError, match=message):
+        read_graph(data)
+    assert time.perf_counter() - t < 10.0
+    if rss:
+        assert _peak_rss() - before < 2 * len(data), (_peak_rss() - before, len(data))
+    monkeypatch.setattr(graphdef, "MAX_FIELDS", 2**16)
+    data, message = crafted(2**16 + 1)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match=message):
+            read_graph(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * len(data), (peak, len(data))
+
+
+def test_the_field_limit_counts_each_level_exactly(monkeypatch):
+    """A constant's 18 fields: the node, name, op; per attribute its entry, key and value; the value's tensor;
+    the tensor's dtype, shape and content; the shape's two dims and their sizes; and the type of ``dtype``."""
+    import fastsr.sources._graphdef as graphdef
+
+    data = const("c", np.zeros((2, 3), np.float32))
+    monkeypatch.setattr(graphdef, "MAX_FIELDS", 18)
+    assert read_graph(data).nodes[0].attrs["value"].shape == (2, 3)
+    monkeypatch.setattr(graphdef, "MAX_FIELDS", 17)
+    with pytest.raises(CheckpointError, match="node 0 at byte 0: 18 fields by byte .* limit of 17"):
+        read_graph(data)
+
+
+@pytest.mark.parametrize("body,message", [
+    (ld(5, ld(2, ld(7, ld(2, b"\x08\x80")))) + ld(1, b"x") + ld(2, b"C"),
+     r"node 0 at byte 0: field at byte 10 runs past the end of its message \(byte 12\)"),
+    (ld(1, b"x") + ld(2, b"C") + ld(5, ld(2, b"\x0b\x0c")), "node 0 at byte 0: field 1 at byte 12 has wire type 3"),
+    (ld(1, b"x") + ld(5, ld(1, b"ab\x00") + b"\x12\x05ab"), "field 2 at byte 12 claims 5 bytes; only 2 remain in its"),
+    (ld(1, b"x") + ld(2, b"C") + ld(5, ld(2, ld(8, b"\x00\x01"))), "node 0 at byte 0: field number 0 at byte 14"),
+], ids=["past-message-end", "nested-group", "nested-length", "nested-field-0"])
+def test_framing_inside_a_node_is_checked_before_parsing(body, message):
+    with pytest.raises(CheckpointError, match=message):
+        read_graph(ld(1, body))
+
+
+def test_the_scan_is_bounded_by_the_schema():
+    """The schema has no cycles (the scan's stack is at most its depth), and nesting outside it (AttrValue.func,
+    NameAttrList.attr, ...: unknown fields here) is skipped unread, however deep."""
+    from fastsr.sources._graphdef import _SUBMESSAGES
+
+    def depth(entry, seen=()):
+        assert id(entry) not in seen
+        return 1 + max((depth(child, (*seen, id(entry))) for child in entry.values()), default=0)
+
+    assert depth(_SUBMESSAGES["GraphDef"]) == 8  # GraphDef, NodeDef, entry, AttrValue, list, tensor, shape, dim
+    func = ld(1, b"f")
+    for _ in range(5000):  # NameAttrList{attr {key: "a", value: AttrValue{func: ...}}}
+        func = ld(2, ld(1, b"a") + ld(2, ld(10, func)))
+    t = time.perf_counter()
+    assert read_graph(node("x", "C", f=ld(10, func))).nodes[0].attrs == {"f": None}
+    assert time.perf_counter() - t < 1.0
+
+
 def test_other_bounds_of_the_reader(monkeypatch):
     import fastsr.sources._graphdef as graphdef
 

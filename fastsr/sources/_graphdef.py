@@ -6,8 +6,11 @@ numbers), built at run time from a descriptor: no TensorFlow, no protoc, no gene
 protobuf major version). Other fields (``GraphDef.versions`` and ``library``, ``AttrValue.func``, ...) stay
 unknown fields and are ignored. Around the parser, the bounds that protobuf itself does not have:
 
-* the file is at most :data:`MAX_FILE_BYTES`; a scan of its top level (keys and lengths, payloads skipped)
-  checks the framing and refuses more than :data:`MAX_NODES` nodes before protobuf parses it all at once;
+* the file is at most :data:`MAX_FILE_BYTES`; before protobuf parses it all at once (and allocates for every
+  message and repeated element), a scan of every level that the schema declares (keys and lengths; payloads
+  that are not sub-messages skipped unread) checks the framing and refuses more than :data:`MAX_NODES`
+  nodes or more than :data:`MAX_FIELDS` fields in all: what protobuf allocates is then bounded by that count
+  and by the bytes (packed values, strings, tensor contents, unknown fields) that the file holds;
 * a known field in another wire type (which protobuf would set aside) is refused, and so are string, complex
   and resource tensor values; node inputs, attributes and list values are at most :data:`MAX_ENTRIES`;
 * a tensor's element count comes from its shape and is checked -- at most :data:`MAX_DIMS` dims, each >= 0,
@@ -38,6 +41,9 @@ MAX_FILE_BYTES = 2**31 - 1  # protobuf's own limit on a serialized message
 MAX_NODES = 10_000  # OpenCV's EDSR_x4.pb has 602
 MAX_OTHER_FIELDS = 64  # top-level fields that are not nodes (TensorFlow writes versions and library once each)
 MAX_ENTRIES = 2**20  # node inputs + attributes + list attribute values, in the whole graph
+# Fields on the wire at every level (each message, value and repeated element; packed values are one field):
+# protobuf takes at most ~130 bytes for each (measured: an empty TensorProto in a list). EDSR_x4.pb has 9,382.
+MAX_FIELDS = 2**20
 MAX_ELEMENTS = 2**31  # per tensor
 MAX_DIMS = 8
 SPLAT_ALLOWANCE = 2**20  # bytes of tensors beyond the file size (constants stored as one repeated value)
@@ -81,6 +87,12 @@ _SCHEMA = {
     "TensorShapeProto": [("dim", 2, "*Dim"), ("unknown_rank", 3, "bool")],
     "Dim": [("size", 1, "int64"), ("name", 2, "bytes")],
 }
+# message -> {field number: the sub-message's own entry} for its sub-message fields: where the scan before
+# parsing descends (the schema has no cycles, so the scan's stack is at most its depth, GraphDef ... Dim)
+_SUBMESSAGES: dict[str, dict[int, dict]] = {m: {} for m in _SCHEMA}
+for _m, _fields in _SCHEMA.items():
+    _SUBMESSAGES[_m].update((n, _SUBMESSAGES[t.lstrip("*|")]) for _, n, t in _fields if t.lstrip("*|") in _SCHEMA)
+del _m, _fields
 _WIRE_NAMES = {0: "varint", 1: "fixed64", 2: "length-delimited", 3: "a group", 4: "a group end", 5: "fixed32"}
 
 
@@ -232,6 +244,54 @@ def _top_level(data: memoryview):
         yield at, number, start, pos
 
 
+def _count_fields(data: memoryview, pos: int, end: int, counted: int) -> int:
+    """``counted`` plus the fields of the NodeDef in ``data[pos:end]`` at every level, their framing checked.
+    Iterative (a stack of the enclosing messages' ends); payloads that are not sub-messages are skipped unread."""
+    stack, sub, at, limit = [], _SUBMESSAGES["NodeDef"], pos, MAX_FIELDS
+    while True:
+        while pos < end:
+            at, key = pos, data[pos]
+            if key < 0x80:
+                pos += 1
+            else:
+                key, pos = _varint(data, pos)
+            counted += 1
+            if counted > limit or key < 8:
+                raise _Malformed(f"field number 0 at byte {at}" if key < 8 else
+                                 f"{counted} fields by byte {at} (every message, value and repeated element, at "
+                                 f"every level of the graph), more than the reader's limit of {limit}; OpenCV's "
+                                 "EDSR_x4.pb has 9,382")
+            wire = key & 7
+            if wire == 2:
+                if pos < end and data[pos] < 0x80:
+                    length, pos = data[pos], pos + 1
+                else:
+                    length, pos = _varint(data, pos)
+                if length > end - pos:
+                    raise _Malformed(f"field {key >> 3} at byte {at} claims {length} bytes; only "
+                                     f"{max(end - pos, 0)} remain in its message")
+                child = sub.get(key >> 3)
+                if child is None:
+                    pos += length
+                else:
+                    stack.append((sub, end))
+                    sub, end = child, pos + length
+            elif wire == 0:
+                if pos < end and data[pos] < 0x80:
+                    pos += 1
+                else:
+                    pos = _varint(data, pos)[1]
+            elif wire == 5 or wire == 1:
+                pos += 4 if wire == 5 else 8
+            else:
+                raise _Malformed(f"field {key >> 3} at byte {at} has wire type {wire}, which a GraphDef never uses")
+        if pos > end:
+            raise _Malformed(f"field at byte {at} runs past the end of its message (byte {end})")
+        if not stack:
+            return counted
+        sub, end = stack.pop()
+
+
 class _Budget:
     def __init__(self, limit: int) -> None:
         self.limit, self.used, self.entries = limit, 0, 0
@@ -378,7 +438,16 @@ def _read(data: memoryview, where: str) -> Graph:
     try:
         if len(data) == 0:
             raise _Malformed("the file is empty")
-        if not sum(number == 1 for _, number, _, _ in _top_level(data)):
+        counted = nodes = 0
+        for at, number, start, end in _top_level(data):
+            counted += 1
+            if number == 1:
+                try:
+                    counted = _count_fields(data, start, end, counted)
+                except _Malformed as e:
+                    raise _Malformed(f"node {nodes} at byte {at}: {e}") from None
+                nodes += 1
+        if not nodes:
             raise _Malformed("no nodes")
         from google.protobuf.message import DecodeError
 
