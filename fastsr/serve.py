@@ -56,7 +56,7 @@ _ERRORS = {code: {"description": text, "content": {"application/json": {"example
 def create_app(models: Any = None, *, token: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, queue_size: int = DEFAULT_QUEUE,
                device: Any = None, precision: str | None = None, tile: int | None = None,
-               cors_origins: Any = ()):
+               cors_origins: Any = (), max_batch: int = 4):
     """The ASGI app (FastAPI) of ``fastsr serve``; the models are loaded and prepared here, once.
 
     ``models``: None (the bundled default), one model spec, a list of them or ``{name: spec}``; a spec is
@@ -66,7 +66,8 @@ def create_app(models: Any = None, *, token: str | None = None, max_pixels: int 
     Bearer <token>``. ``max_pixels``: per input image (None: no limit). ``max_body_bytes``: per upload.
     ``queue_size``: requests that may wait for the worker. ``device``, ``precision``: as for ``Upscaler``.
     ``tile``: the tile side (None: from the memory budget). ``cors_origins``: origins allowed to call the API
-    from another site's page (none by default).
+    from another site's page (none by default). ``max_batch``: queued images of one model, scale and size
+    that the worker upscales in one call (1: one at a time).
     """
     from fastapi import Depends, FastAPI, Query, Request
     from fastapi.exceptions import RequestValidationError
@@ -82,14 +83,14 @@ def create_app(models: Any = None, *, token: str | None = None, max_pixels: int 
     from .serve_engine import BodyReader, Engine, Job, ServeError, load_upscalers
 
     for name, value in (("max_body_bytes", max_body_bytes), ("queue_size", queue_size), ("max_pixels", max_pixels),
-                        ("tile", tile)):
+                        ("tile", tile), ("max_batch", max_batch)):
         optional = name in ("max_pixels", "tile")
         if not (optional and value is None) and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{name} must be an integer >= 1{' or None' if optional else ''}, got {value!r}")
     if token is not None and not token:
         raise ValueError("token must be a non-empty string or None")
     engine = Engine(load_upscalers(models, device=device, precision=precision), queue_size=queue_size,
-                    max_pixels=max_pixels, tile=tile)
+                    max_pixels=max_pixels, tile=tile, max_batch=max_batch)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -7,9 +7,12 @@ runs them, a bounded queue in front of it, and the reading of an upload's bytes.
   on a queue of ``queue_size`` places and returns a ``concurrent.futures.Future`` of its :class:`Reply`; a
   full queue raises :class:`QueueFull` at once. One thread takes the jobs in order and, for each, decodes the
   image (pixel limit checked from the header, before decoding), upscales it and encodes the result in the
-  format ``fastsr upscale`` would write (the input's, else PNG), in memory. Jobs run one at a time: requests
-  are not batched together (a batch of PIL images would have to go through a float tensor, whose rounding
-  is not the one a single image gets; the reply must equal ``fastsr upscale``'s file byte for byte).
+  format ``fastsr upscale`` would write (the input's, else PNG), in memory. Having taken a job, the worker
+  also takes the jobs already queued, up to ``max_batch`` in all, and decodes them; those of one model and
+  scale, without ensemble, whose images are 8-bit RGB or RGBA of one size and mode go through one upscaler
+  call as an NxHxWxC numpy batch (each image's result is the one it gets alone, so every reply is still
+  ``fastsr upscale``'s file byte for byte; a batch holds at most ``max_pixels`` input pixels). The others run
+  one at a time. Each job of a batch gets the progress; a cancelled or failed one does not stop the others.
 * :class:`BodyReader`: an upload (raw image bytes, or the ``file`` field of a multipart form) read chunk by
   chunk, refused past a byte limit; multipart is parsed as it streams, in memory (nothing goes to disk).
 
@@ -129,9 +132,12 @@ class Engine:
     """The warm models and the one thread that runs them, behind a queue of ``queue_size`` places."""
 
     def __init__(self, upscalers: Mapping[str, Any], *, queue_size: int = 8, max_pixels: int | None = None,
-                 tile: int | None = None) -> None:
+                 tile: int | None = None, max_batch: int = 4) -> None:
         if not upscalers:
             raise ValueError("no models to serve")
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
+        self.max_batch = max_batch
         self.upscalers = dict(upscalers)
         self.default_model = next(iter(self.upscalers))
         self.max_pixels = max_pixels
@@ -209,22 +215,29 @@ class Engine:
     def _work(self) -> None:
         while not self._stop.is_set():
             try:
-                job = self._queue.get(timeout=0.5)
+                jobs = [self._queue.get(timeout=0.5)]
             except queue.Empty:
                 continue
-            if job.cancelled.is_set() or not job.future.set_running_or_notify_cancel():
+            while len(jobs) < self.max_batch:  # and whatever else is queued already, for batches
+                try:
+                    jobs.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            jobs = [job for job in jobs if not job.cancelled.is_set() and job.future.set_running_or_notify_cancel()]
+            if not jobs:
                 continue
             self.busy = True
             start = time.perf_counter()
             try:
-                reply = self._process(job)
-            except BaseException as e:  # noqa: BLE001 - every failure is the job's, never the worker's
-                job.future.set_exception(self._as_error(e))
-            else:
-                job.future.set_result(reply)
+                self._process(jobs)
+            except BaseException as e:  # noqa: BLE001 - every failure is the jobs', never the worker's
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(self._as_error(e))
             finally:
                 self.busy = False
-                self._seconds = 0.7 * self._seconds + 0.3 * (time.perf_counter() - start)
+                seconds = (time.perf_counter() - start) / len(jobs)
+                self._seconds = 0.7 * self._seconds + 0.3 * seconds
 
     @staticmethod
     def _as_error(e: BaseException) -> BaseException:
@@ -239,33 +252,101 @@ class Engine:
         log.error("fastsr serve: a job failed", exc_info=e)
         return ServeError(500, f"internal error ({type(e).__name__}); the server's log has the details")
 
-    def _process(self, job: Job) -> Reply:
+    def _process(self, jobs: list[Job]) -> None:
+        """Decode ``jobs`` (running), then upscale them in batches of one key, then encode each one's result.
+        Every failure is that job's (or that batch's), never the worker's."""
+        from .imageio import decode_image
+
+        batches: dict[Any, list[_Taken]] = {}
+        for job in jobs:
+            t0 = time.perf_counter()
+            try:
+                im = decode_image(job.data, "upload", max_pixels=self.max_pixels)
+            except BaseException as e:  # noqa: BLE001
+                job.future.set_exception(self._as_error(e))
+                continue
+            taken = _Taken(job, im, {"queue": t0 - job.queued_at, "decode": time.perf_counter() - t0})
+            # Batched: plain 8-bit RGB / RGBA (numpy takes those as they are), no ensemble; ICC only goes
+            # into the encoding, which stays per job.
+            key = ((job.model, job.scale, im.size, im.mode) if im.mode in ("RGB", "RGBA") and not job.ensemble
+                   else id(taken))
+            batches.setdefault(key, []).append(taken)
+        for batch in batches.values():
+            chunk: list[_Taken] = []
+            for taken in batch:  # at most max_pixels input pixels in one call (memory as for one image)
+                w, h = taken.im.size
+                if chunk and self.max_pixels is not None and (len(chunk) + 1) * w * h > self.max_pixels:
+                    self._upscale(chunk)
+                    chunk = []
+                chunk.append(taken)
+            self._upscale(chunk)
+
+    def _upscale(self, batch: list[_Taken]) -> None:
+        """One upscaler call for ``batch`` (one image as it is, more as a numpy batch), then the replies."""
+        import numpy as np
         from PIL import Image
 
-        from .imageio import decode_image, encode_image
-        from .inputs import Source, image_output_for
-
-        t0 = time.perf_counter()
-        upscaler = self.upscalers[job.model]
+        first = batch[0].job
+        upscaler = self.upscalers[first.model]
 
         def on_tile(done: int, total: int) -> None:
-            if job.cancelled.is_set():
+            live = [t for t in batch if t.error is None and not t.job.cancelled.is_set()]
+            if not live:
                 raise Cancelled
-            if job.on_progress is not None:
-                job.on_progress(done, total)
+            for t in live:
+                if t.job.on_progress is not None:
+                    try:
+                        t.job.on_progress(done, total)
+                    except BaseException as e:  # noqa: BLE001 - that job's failure, not the batch's
+                        t.error = e
 
-        im = decode_image(job.data, "upload", max_pixels=self.max_pixels)
         t1 = time.perf_counter()
-        result = upscaler(im, job.scale, tile=self.tile, ensemble=job.ensemble, max_pixels=self.max_pixels,
-                          on_tile=on_tile)
+        try:
+            img = batch[0].im if len(batch) == 1 else np.stack([np.asarray(t.im) for t in batch])
+            result = upscaler(img, first.scale, tile=self.tile, ensemble=first.ensemble,
+                              max_pixels=self.max_pixels, on_tile=on_tile)
+            results = [result] if len(batch) == 1 else [Image.fromarray(a) for a in result]
+        except BaseException as e:  # noqa: BLE001
+            for t in batch:
+                t.job.future.set_exception(self._as_error(t.error or e))
+            return
+        upscale = time.perf_counter() - t1
+        for t, result in zip(batch, results):
+            if t.error is not None or t.job.cancelled.is_set():
+                t.job.future.set_exception(self._as_error(t.error or Cancelled()))
+                continue
+            try:
+                reply = self._reply(t, result, upscale)
+            except BaseException as e:  # noqa: BLE001
+                t.job.future.set_exception(self._as_error(e))
+            else:
+                t.job.future.set_result(reply)
+
+    @staticmethod
+    def _reply(taken: _Taken, result: Any, upscale: float) -> Reply:
+        from PIL import Image
+
+        from .imageio import encode_image
+        from .inputs import Source, image_output_for
+
+        job, im = taken.job, taken.im
         t2 = time.perf_counter()
         # The CLI's rule for the format; the name is "image", never the client's file name.
         out, fmt = image_output_for(Source(PurePosixPath("image")), im, scale=job.scale)
         body = encode_image(result, fmt, icc_profile=im.info.get("icc_profile"))
-        t3 = time.perf_counter()
-        ms = {"queue": t0 - job.queued_at, "decode": t1 - t0, "upscale": t2 - t1, "encode": t3 - t2}
+        ms = {**taken.ms, "upscale": upscale, "encode": time.perf_counter() - t2}
         return Reply(body, Image.MIME.get(fmt, "application/octet-stream"), fmt, out.name, job.model, job.scale,
                      {k: round(v * 1000, 1) for k, v in ms.items()})
+
+
+@dataclass(eq=False)
+class _Taken:
+    """A job the worker took and decoded: its image, its timings so far, and a failure of its own."""
+
+    job: Job
+    im: Any
+    ms: dict[str, float]
+    error: BaseException | None = None
 
 
 # ------------------------------------------------------------------------------------------------ uploads

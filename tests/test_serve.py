@@ -172,8 +172,10 @@ class Gated(fastsr.Upscaler):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.gate, self.started = threading.Event(), threading.Event()
+        self.shapes = []  # the input's shape in each call: HxWxC for one image, NxHxWxC for a batch
 
     def __call__(self, *args, **kwargs):
+        self.shapes.append(np.asarray(args[0]).shape)
         self.started.set()
         assert self.gate.wait(30)
         return super().__call__(*args, **kwargs)
@@ -219,6 +221,37 @@ def test_full_queue_503_health_while_busy_and_500_keeps_the_server_up():
         assert [x.status_code for x in replies] == [200, 200] and replies[0].content == replies[1].content
         assert client.get("/v1/models", headers={"Origin": "http://example.test"}).headers[
             "access-control-allow-origin"] == "http://example.test"
+
+
+def test_queued_images_of_one_size_go_through_one_call():
+    gated = Gated(tiny_net())
+    rng = np.random.default_rng(7)
+    sizes = [(10, 12)] * 4 + [(7, 9)]  # the first blocks the worker; then 3 of its size and 1 other queue
+    pngs = [png_bytes(Image.fromarray(rng.integers(0, 256, (*hw, 3), dtype=np.uint8))) for hw in sizes]
+    headers = {"Content-Type": "image/png"}
+    with TestClient(create_app({"gated": gated}, max_pixels=None)) as client:
+        replies = {}
+
+        def send(i):
+            replies[i] = client.post("/v1/upscale", content=pngs[i], headers=headers)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(pngs))]
+        threads[0].start()
+        assert gated.started.wait(30)
+        for t in threads[1:]:
+            t.start()
+        deadline = time.monotonic() + 30
+        while client.get("/healthz").json()["queued"] < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        gated.gate.set()
+        for t in threads:
+            t.join(30)
+    assert gated.shapes[0] == (10, 12, 3)
+    assert sorted(gated.shapes[1:], key=len) == [(7, 9, 3), (3, 10, 12, 3)]  # one batch of 3, sizes never mixed
+    with TestClient(create_app({"one": fastsr.Upscaler(tiny_net())}, max_pixels=None, max_batch=1)) as client:
+        for i, png in enumerate(pngs):  # each reply is the unbatched one, byte for byte
+            assert replies[i].status_code == 200
+            assert replies[i].content == client.post("/v1/upscale", content=png, headers=headers).content
 
 
 def test_a_non_local_bind_needs_a_token(capsys, monkeypatch):
