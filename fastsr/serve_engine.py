@@ -302,10 +302,13 @@ class Engine:
 
         t1 = time.perf_counter()
         try:
-            img = batch[0].im if len(batch) == 1 else np.stack([np.asarray(t.im) for t in batch])
-            result = upscaler(img, first.scale, tile=self.tile, ensemble=first.ensemble,
-                              max_pixels=self.max_pixels, on_tile=on_tile)
-            results = [result] if len(batch) == 1 else [Image.fromarray(a) for a in result]
+            if len(batch) == 1:
+                results = [upscaler(batch[0].im, first.scale, tile=self.tile, ensemble=first.ensemble,
+                                    max_pixels=self.max_pixels, on_tile=on_tile)]
+            else:
+                stacked = np.stack([np.asarray(t.im) for t in batch])
+                results = [Image.fromarray(a) for a in upscaler.upscale_batch(
+                    stacked, first.scale, tile=self.tile, max_pixels=self.max_pixels, on_tile=on_tile)]
         except BaseException as e:  # noqa: BLE001
             for t in batch:
                 t.job.future.set_exception(self._as_error(t.error or e))
