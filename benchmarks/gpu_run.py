@@ -1,7 +1,7 @@
 """Everything a GPU session should prove and measure, in one run: ``bash benchmarks/gpu.sh OUTDIR``.
 
-The steps, in order, each a subprocess with its own time limit (the whole plan fits in 8 minutes on an
-H100; GPU time comes in 15-minute allowances):
+The steps, in order, each a subprocess with its own time limit (570 s in all: 9.5 minutes of a 15-minute
+GPU allowance, leaving time for the machine's start and the install):
 
 1. ``parity``  -- the GPU parity tests (``pytest -m gpu tests``): Triton kernels and engine against the
    reference, fp32 / fp16 / bf16, banded x4 at 1080p, int64 offsets;
@@ -9,7 +9,9 @@ H100; GPU time comes in 15-minute allowances):
 3. ``latency`` -- end-to-end latency (reference eager / channels_last fp16 vs fastsr) and
    GPU peak memory;
 4. ``compile`` -- torch.compile of the reference (its own step: compile times vary the most);
-5. ``autotune`` -- the per-op backend choice and its tuning cost, where the engine has one.
+5. ``autotune`` -- the per-op backend choice and its tuning cost, where the engine has one;
+6. ``video`` -- video frames/s at 1280x720 x2 (fastsr.upscale_video vs the model alone vs a cv2 loop) and
+   upscale_video's host memory on a 600- vs a 60-frame clip.
 
 Fail-soft: a step that fails or runs out of time is recorded with its status, and the next one still runs.
 OUTDIR receives ``summary.json`` (device, versions, date, each step's command, status, seconds and the
@@ -44,8 +46,10 @@ class Step:
     results: list[str] = field(default_factory=list)  # files the step writes (copied into OUTDIR)
 
 
-# Time limits: 480 s in all, so a run fits an 8-minute slot with the install before it. torch.compile has its
-# own step: its compile times are the least predictable, and a timeout there must not lose the other figures.
+# Time limits: 570 s in all (the first five 480 s, then the video step's 90 s), so a run fits a 15-minute
+# allowance with the machine's start and the install. torch.compile has its own step: its compile times are the
+# least predictable, and a timeout there must not lose the other figures. The video step comes last and writes
+# benchmarks/results/video-gpu.json after each of its tests, so a timeout keeps what it measured.
 PLAN = [
     Step("parity", "GPU parity tests: kernels and engine against the reference", ["tests"],
          ["-m", "gpu", "-q", "-x", "--junitxml={out}/parity.xml"], 120),
@@ -60,6 +64,9 @@ PLAN = [
          ["benchmarks/results/latest-gpu.json"]),
     Step("autotune", "per-op backend choice (Triton configs vs cuDNN) and its tuning cost",
          ["benchmarks/test_autotune_gpu.py"], ["-q", "--benchmark-json={out}/autotune-benchmark.json"], 60),
+    Step("video", "video frames/s at 1280x720 x2 (upscale_video, model alone, cv2 loop) and its flat memory",
+         ["benchmarks/test_video.py"], ["-q", "--benchmark-json={out}/video-benchmark.json"], 90,
+         ["benchmarks/results/video-gpu.json", "benchmarks/results/latest-gpu.json"]),
 ]
 
 
